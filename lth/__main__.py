@@ -1,0 +1,5 @@
+"""`python -m lth` = `lth-run`."""
+
+from lth.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""`lth-run`: composes the Hydra config, validates it, and runs one lineage into the job's output folder."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from lth.config import Config
+
+ConfigStore.instance().store(name="lth_schema", node=Config)
+
+
+def _run_dir_name(override_dirname: str) -> str:
+    return override_dirname or "defaults"
+
+
+if not OmegaConf.has_resolver("lth_dirname"):
+    OmegaConf.register_new_resolver("lth_dirname", _run_dir_name)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def app(cfg: DictConfig) -> None:
+    """Hydra task: one lineage."""
+    from lth.runner import run
+
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(HydraConfig.get().runtime.output_dir)
+    config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    try:
+        run(config, out_dir)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        logging.getLogger("lth").error("%s", e)
+        raise SystemExit(f"lth-run: error: {e}") from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

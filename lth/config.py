@@ -1,0 +1,99 @@
+"""Typed config schema of one lineage (registered in Hydra's ConfigStore by the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+
+class Scope(str, Enum):
+    layerwise = "layerwise"
+    global_ = "global"
+
+
+class Mask0(str, Enum):
+    zero = "zero"
+    freeze_init = "freeze_init"
+
+
+BRANCH_DEFAULTS: dict[str, Any] = {"from": None, "round": None, "random_mask": False}
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lenet_300_100"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist1d"
+    root: str = "data"
+    batch_size: int = 60
+    eval_batch_size: int = 1000
+    val_size: Optional[int] = None  # None: the dataset's default
+    num_train: Optional[int] = None
+    download: bool = False
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PruningConfig:
+    criterion: str = "large_final"
+    fraction: float = 0.2  # share of the remaining weights removed per round
+    scope: Scope = Scope.layerwise
+    output_fraction: Optional[float] = None  # the output layer's own fraction (LTH: half the rate)
+    overrides: dict[str, float] = field(default_factory=dict)  # regex or layer name -> fraction
+    include: Optional[list[str]] = None  # regexes choosing prunables (default: Linear/Conv weights)
+    exclude: Optional[list[str]] = None
+    seed: Optional[int] = None  # for the random criterion; None: the lineage seed
+
+
+@dataclass
+class TicketConfig:
+    rounds: int = 5  # rounds after round 0 (round 0 trains dense)
+    reset: str = "rewind"
+    rewind_step: int = 0  # θk: weights after this many steps of round 0 (0: θ0)
+    rewind_epoch: int = 0  # the same in epochs (converted with the data's steps per epoch)
+    mask0: Mask0 = Mask0.zero
+    reset_seed: Optional[int] = None  # None: the lineage seed + 1
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1000
+    eval_every: int = 100  # evaluate val + test every this many steps (LTH's early-stop check)
+    checkpoint_every: int = 200  # write round_XX/checkpoints/last.ckpt every this many steps (0: never)
+    log_every_n_steps: int = 50
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    deterministic: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    csv: bool = True
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    seed: int = 0
+    out_dir: Optional[str] = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    ticket: TicketConfig = field(default_factory=TicketConfig)
+    optimizer: Any = field(default_factory=lambda: {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1.2e-3})
+    scheduler: Any = None
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # `from` is a Python keyword, so the branch node is a plain mapping with exactly these keys:
+    # from (a finished run's folder), round (which of its rounds), random_mask (same per-layer counts, random positions)
+    branch: Any = field(default_factory=lambda: dict(BRANCH_DEFAULTS))

@@ -1,0 +1,185 @@
+"""TicketModule (a LightningModule around any nn.Module) and the callbacks that keep masks, θk and checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lth.masks import MaskManager
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+EVAL_SPLITS = ("val", "test")  # validation dataloader 0 is the val split, 1 the test split
+
+
+class TicketModule(pl.LightningModule):
+    """Trains any classifier `model`; evaluates val and test together every `eval_every` steps and keeps the history."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerFactory,
+        num_classes: int,
+        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.eval_acc = nn.ModuleList(MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in EVAL_SPLITS)
+        self._eval_loss: list[Tensor] = []
+        self._eval_count: list[int] = []
+        self.history: list[dict[str, float]] = []  # one entry per evaluation: step, val/test loss and accuracy
+        self.nonfinite_step: int | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc.update(logits.detach(), y)
+        # tensors are handed to the logger; no host sync happens here
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_loss = [torch.zeros((), device=self.device) for _ in EVAL_SPLITS]
+        self._eval_count = [0 for _ in EVAL_SPLITS]
+        for acc in self.eval_acc:
+            acc.reset()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self._eval_loss[dataloader_idx] += F.cross_entropy(logits, y, reduction="sum")
+        self._eval_count[dataloader_idx] += y.numel()
+        self.eval_acc[dataloader_idx].update(logits, y)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        entry: dict[str, float] = {"step": int(self.global_step)}
+        if self.train_acc.update_count:
+            entry["train_acc"] = float(self.train_acc.compute())  # over the steps since the last evaluation
+            self.train_acc.reset()
+            self.log("train/acc", entry["train_acc"])
+        for i, split in enumerate(EVAL_SPLITS):
+            if self._eval_count[i] == 0:
+                continue
+            entry[f"{split}_loss"] = float(self._eval_loss[i]) / self._eval_count[i]
+            entry[f"{split}_acc"] = float(self.eval_acc[i].compute())
+            self.log(f"{split}/loss", entry[f"{split}_loss"], add_dataloader_idx=False)
+            self.log(f"{split}/acc", entry[f"{split}_acc"], add_dataloader_idx=False)
+        if self.history and self.history[-1]["step"] == entry["step"]:
+            self.history[-1] = entry
+        else:
+            self.history.append(entry)
+        if not all(math.isfinite(v) for k, v in entry.items() if k.endswith("_loss")):
+            self.nonfinite_step = entry["step"]
+            self.trainer.should_stop = True
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.model.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lth_history"] = list(self.history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("lth_history", []))
+
+    def early_stop(self) -> dict[str, float]:
+        """The evaluation with the lowest validation loss (LTH's early-stop criterion); ties → earliest step."""
+        finite = [h for h in self.history if math.isfinite(h.get("val_loss", math.nan))]
+        if not finite:
+            return {}
+        return min(finite, key=lambda h: (h["val_loss"], h["step"]))
+
+
+class MaskingCallback(pl.Callback):
+    """Zeroes pruned gradients before each optimizer step (so clipping sees them masked), re-masks after it."""
+
+    def __init__(self, manager: MaskManager) -> None:
+        self.manager = manager
+        self._hooks: list[Any] = []
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.manager.apply()
+        for optimizer in trainer.optimizers:
+            self._hooks.append(optimizer.register_step_post_hook(lambda *_: self.manager.apply()))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        self.manager.mask_grads()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"manager": self.manager.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.manager.load_state_dict(state_dict["manager"])
+
+
+class RewindCallback(pl.Callback):
+    """Stores θk (snapshot "rewind") once `rewind_step` optimizer steps of the round are done."""
+
+    def __init__(self, manager: MaskManager, rewind_step: int) -> None:
+        self.manager = manager
+        self.rewind_step = rewind_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if trainer.global_step == self.rewind_step and not self.manager.has_snapshot("rewind"):
+            self.manager.snapshot("rewind")
+
+
+class RNGStateCallback(pl.Callback):
+    """Saves and restores the torch CPU (and CUDA) RNG states in checkpoints so a resumed round draws the same numbers."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class LastCheckpoint(pl.Callback):
+    """Writes `<dirpath>/last.ckpt` atomically every `every_n_steps` optimizer steps."""
+
+    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int) -> None:
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and trainer.is_global_zero:
+            self.save(trainer)
+
+    def save(self, trainer: pl.Trainer) -> None:
+        """Save now (temp file + rename)."""
+        tmp = self.path.with_name(".last.ckpt.tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, self.path)

@@ -1,0 +1,243 @@
+"""MaskManager: prunables, masks, weight snapshots (θ0, θk), mask enforcement; the mask file format."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lth.io import atomic_torch_save
+
+Masks = dict[str, Tensor]
+
+PRUNABLE_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+MASK0_ACTIONS = ("zero", "freeze_init")
+MASK_FORMAT = "lth.mask"
+MASK_VERSION = 1
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """True if `pattern` fully matches the parameter name, or the module name of a `.weight`."""
+    if re.fullmatch(pattern, name):
+        return True
+    return name.endswith(".weight") and re.fullmatch(pattern, name[: -len(".weight")]) is not None
+
+
+def _as_patterns(patterns: str | Iterable[str] | None) -> list[str]:
+    if patterns is None:
+        return []
+    if isinstance(patterns, str):
+        return [patterns]
+    return list(patterns)
+
+
+def find_prunables(
+    model: nn.Module, include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None
+) -> list[str]:
+    """Names of the prunable parameters, in `model.named_parameters()` order."""
+    include_p, exclude_p = _as_patterns(include), _as_patterns(exclude)
+    default = {
+        f"{mod_name}.weight" if mod_name else "weight"
+        for mod_name, mod in model.named_modules()
+        if isinstance(mod, PRUNABLE_MODULES) and getattr(mod, "weight", None) is not None
+    }
+    names = []
+    for name, _ in model.named_parameters():
+        chosen = any(name_matches(p, name) for p in include_p) if include_p else name in default
+        if chosen and not any(name_matches(p, name) for p in exclude_p):
+            names.append(name)
+    return names
+
+
+class MaskManager:
+    """Owns the masks of a model's prunables, its weight snapshots and the mask-0 action; masks are not buffers."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        include: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        mask0: str = "zero",
+    ) -> None:
+        if mask0 not in MASK0_ACTIONS:
+            raise ValueError(f"unknown mask-0 action '{mask0}'; valid choices: {', '.join(MASK0_ACTIONS)}")
+        self.model = model
+        self.mask0 = mask0
+        self.names = find_prunables(model, include, exclude)
+        if not self.names:
+            kinds = ", ".join(t.__name__ for t in PRUNABLE_MODULES)
+            raise ValueError(
+                f"the model has no prunable parameters (default: weights of {kinds}; "
+                f"include={include!r}, exclude={exclude!r})"
+            )
+        params = dict(model.named_parameters())
+        self.params: list[nn.Parameter] = [params[n] for n in self.names]
+        self.masks: Masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in zip(self.names, self.params)}
+        self._snapshots: dict[str, dict[str, Tensor]] = {}
+        self.snapshot("init")
+
+    # ----- masks
+    def set_masks(self, masks: Mapping[str, Tensor]) -> None:
+        """Replace the masks (validated against the prunables' names and shapes) and enforce them."""
+        check_masks(masks, {n: p.shape for n, p in zip(self.names, self.params)})
+        self.masks = {n: masks[n].to(device=p.device, dtype=torch.bool) for n, p in zip(self.names, self.params)}
+        self.apply()
+
+    def _mask_list(self) -> list[Tensor]:
+        masks = [self.masks[n] for n in self.names]
+        if masks[0].device != self.params[0].device:  # the model moved (e.g. to a GPU) since the masks were set
+            self.masks = {n: m.to(p.device) for n, m, p in zip(self.names, masks, self.params)}
+            masks = [self.masks[n] for n in self.names]
+        return masks
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Set every pruned weight to its mask-0 value, in place."""
+        masks = self._mask_list()
+        if self.mask0 == "zero":
+            torch._foreach_mul_([p.data for p in self.params], masks)
+            return
+        init = self._snapshots["init"]
+        for n, p, m in zip(self.names, self.params, masks):
+            p.data.copy_(torch.where(m, p.data, init[n].to(p.device)))
+
+    @torch.no_grad()
+    def mask_grads(self) -> None:
+        """Zero the gradients of pruned weights, in place."""
+        pairs = [(p.grad, m) for p, m in zip(self.params, self._mask_list()) if p.grad is not None]
+        if pairs:
+            grads, masks = zip(*pairs)
+            torch._foreach_mul_(list(grads), list(masks))
+
+    def density(self) -> float:
+        """Fraction of prunable weights kept."""
+        kept = sum(int(m.sum()) for m in self.masks.values())
+        return kept / self.numel()
+
+    def layer_density(self) -> dict[str, float]:
+        """Per-prunable fraction of weights kept."""
+        return {n: int(m.sum()) / m.numel() for n, m in self.masks.items()}
+
+    def numel(self) -> int:
+        """Number of prunable weights."""
+        return sum(p.numel() for p in self.params)
+
+    # ----- snapshots
+    @torch.no_grad()
+    def snapshot(self, tag: str) -> None:
+        """Store a copy of the whole model state (parameters and buffers) under `tag` ("init" = θ0, "rewind" = θk)."""
+        self._snapshots[tag] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def has_snapshot(self, tag: str) -> bool:
+        """True if a snapshot `tag` exists."""
+        return tag in self._snapshots
+
+    def state(self, tag: str) -> dict[str, Tensor]:
+        """The full model state stored under `tag`."""
+        if tag not in self._snapshots:
+            raise KeyError(f"no snapshot '{tag}'; have: {', '.join(sorted(self._snapshots))}")
+        return self._snapshots[tag]
+
+    def weights(self, tag: str) -> dict[str, Tensor]:
+        """The prunables' values stored under `tag`."""
+        state = self.state(tag)
+        return {n: state[n] for n in self.names}
+
+    def current(self) -> dict[str, Tensor]:
+        """The prunables' current values (detached views)."""
+        return {n: p.detach() for n, p in zip(self.names, self.params)}
+
+    @torch.no_grad()
+    def load_weights(self, weights: Mapping[str, Tensor]) -> None:
+        """Copy values into the prunables, then enforce the masks."""
+        for n, p in zip(self.names, self.params):
+            p.data.copy_(weights[n])
+        self.apply()
+
+    # ----- persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Masks (bit-packed), snapshots and settings, for checkpoints."""
+        return {
+            "version": MASK_VERSION,
+            "names": list(self.names),
+            "mask0": self.mask0,
+            "masks": pack(self.masks),
+            "snapshots": {t: {k: v.cpu() for k, v in s.items()} for t, s in self._snapshots.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from `state_dict()`; a mismatch with this model's prunables is an error."""
+        if state.get("version") != MASK_VERSION:
+            raise ValueError(f"mask-manager state has version {state.get('version')!r}, expected {MASK_VERSION}")
+        if list(state["names"]) != self.names:
+            raise ValueError(
+                f"mask-manager state does not match the model: state has prunables {list(state['names'])}, "
+                f"model has {self.names}"
+            )
+        self.mask0 = state["mask0"]
+        device = self.params[0].device
+        self._snapshots = {t: {k: v.to(device) for k, v in s.items()} for t, s in state["snapshots"].items()}
+        self.set_masks(unpack(state["masks"]))
+
+
+def check_masks(masks: Mapping[str, Tensor], shapes: Mapping[str, torch.Size]) -> None:
+    """Raise ValueError unless `masks` has exactly the names and shapes in `shapes`."""
+    missing, extra = sorted(set(shapes) - set(masks)), sorted(set(masks) - set(shapes))
+    if missing or extra:
+        raise ValueError(f"mask does not match the model's prunables: missing {missing}, unexpected {extra}")
+    for n, shape in shapes.items():
+        if tuple(masks[n].shape) != tuple(shape):
+            raise ValueError(f"mask '{n}' has shape {tuple(masks[n].shape)}, the parameter has {tuple(shape)}")
+
+
+def density(masks: Mapping[str, Tensor]) -> float:
+    """Fraction of True entries over all masks."""
+    return sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+
+
+def pack(masks: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
+    """Bit-pack masks: name → {shape, bits (uint8, 1 bit per weight)}."""
+    out = {}
+    for n, m in masks.items():
+        bits = np.packbits(m.detach().cpu().numpy().reshape(-1).astype(np.bool_))
+        out[n] = {"shape": list(m.shape), "bits": torch.from_numpy(bits), "kept": int(m.sum())}
+    return out
+
+
+def unpack(packed: Mapping[str, Mapping[str, Any]]) -> Masks:
+    """Inverse of `pack`; a count mismatch (a damaged file) is an error."""
+    out = {}
+    for n, entry in packed.items():
+        shape = tuple(entry["shape"])
+        numel = int(np.prod(shape)) if shape else 1
+        flat = np.unpackbits(entry["bits"].numpy(), count=numel).astype(np.bool_)
+        m = torch.from_numpy(flat).reshape(shape)
+        if "kept" in entry and int(m.sum()) != entry["kept"]:
+            raise ValueError(f"mask '{n}' is damaged: {int(m.sum())} kept weights, the file says {entry['kept']}")
+        out[n] = m
+    return out
+
+
+def save(masks: Mapping[str, Tensor], path: str | os.PathLike) -> None:
+    """Write a mask file (bit-packed, versioned, atomic)."""
+    atomic_torch_save({"format": MASK_FORMAT, "version": MASK_VERSION, "masks": pack(masks)}, path)
+
+
+def load(path: str | os.PathLike) -> Masks:
+    """Read a mask file written by `save`: name → BoolTensor."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # a truncated or foreign file
+        raise ValueError(f"cannot read mask file {path}: {e}") from e
+    if not isinstance(obj, dict) or obj.get("format") != MASK_FORMAT:
+        raise ValueError(f"{path} is not an lth mask file")
+    if obj.get("version") != MASK_VERSION:
+        raise ValueError(f"{path} has mask format version {obj.get('version')!r}; this lth reads {MASK_VERSION}")
+    return unpack(obj["masks"])

@@ -1,0 +1,129 @@
+"""The masking invariant under Lightning: pruned weights stay at their mask-0 value after every optimizer step."""
+
+import functools
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lth.lit import LastCheckpoint, MaskingCallback, TicketModule
+from lth.masks import MaskManager
+
+
+class Batches:
+    """A fixed in-memory sequence of batches (a plain list would read as several dataloaders)."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self):
+        return len(self.items)
+
+
+def batches(n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Batches([(torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(n)])
+
+
+def make(seed=0, mask0="zero"):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    mm = MaskManager(model, mask0=mask0)
+    g = torch.Generator().manual_seed(1)
+    mm.set_masks({n: torch.rand(m.shape, generator=g) > 0.6 for n, m in mm.masks.items()})
+    return model, mm
+
+
+class CheckEveryStep(pl.Callback):
+    """Asserts the invariant after every batch (so after every optimizer step)."""
+
+    def __init__(self, mm, expected, init):
+        self.mm, self.expected, self.init, self.checked = mm, expected, init, 0
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        for n, p in zip(self.mm.names, self.mm.params):
+            m = self.mm.masks[n]
+            assert torch.equal(p.detach()[~m], self.expected[n][~m]), f"{n} moved at step {trainer.global_step}"
+            if trainer.global_step > 0:  # training does move the kept weights
+                assert torch.any(p.detach()[m] != self.init[n][m])
+        self.checked += 1
+
+
+def trainer(callbacks, tmp_path, **kw):
+    return pl.Trainer(
+        max_steps=kw.pop("max_steps", 10), logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=callbacks, default_root_dir=tmp_path, accelerator="cpu", **kw,
+    )
+
+
+OPTIMIZERS = {
+    "sgd_momentum_wd": functools.partial(torch.optim.SGD, lr=0.5, momentum=0.9, weight_decay=0.1),
+    "sgd_nesterov": functools.partial(torch.optim.SGD, lr=0.5, momentum=0.9, nesterov=True),
+    "adam": functools.partial(torch.optim.Adam, lr=0.05),
+    "adamw": functools.partial(torch.optim.AdamW, lr=0.05, weight_decay=0.5),
+}
+
+
+@pytest.mark.parametrize("mask0", ["zero", "freeze_init"])
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("extra", [{}, {"gradient_clip_val": 0.01}, {"accumulate_grad_batches": 3}])
+def test_pruned_weights_stay_at_mask0_value(tmp_path, opt, mask0, extra):
+    model, mm = make(mask0=mask0)
+    init = {n: w.clone() for n, w in mm.weights("init").items()}
+    expected = {n: (torch.zeros_like(w) if mask0 == "zero" else w) for n, w in init.items()}
+    check = CheckEveryStep(mm, expected, init)
+    module = TicketModule(model, OPTIMIZERS[opt], num_classes=3)
+    trainer([MaskingCallback(mm), check], tmp_path, max_steps=6, **extra).fit(module, batches(18))
+    assert check.checked == 18 if "accumulate_grad_batches" in extra else check.checked == 6
+
+
+def test_clipping_sees_masked_gradients(tmp_path):
+    """Pruned gradients are zeroed before clipping, so the clip norm counts only kept weights."""
+    model, mm = make()
+    seen = {}
+
+    class Spy(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            seen["pruned_grad_max"] = max(float(p.grad[~mm.masks[n]].abs().max()) for n, p in zip(mm.names, mm.params))
+
+    module = TicketModule(model, OPTIMIZERS["adam"], num_classes=3)
+    trainer([MaskingCallback(mm), Spy()], tmp_path, max_steps=1).fit(module, batches(1))
+    assert seen["pruned_grad_max"] == 0.0
+
+
+def test_masks_travel_in_lightning_checkpoints(tmp_path):
+    model, mm = make()
+    module = TicketModule(model, OPTIMIZERS["adam"], num_classes=3)
+    ck = LastCheckpoint(tmp_path / "ck", every_n_steps=4)
+    trainer([MaskingCallback(mm), ck], tmp_path, max_steps=4).fit(module, batches(4))
+    state = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=False)
+    assert not any("mask" in k for k in state["state_dict"])  # not a buffer
+    model2, mm2 = make(seed=5)
+    mm2.set_masks({n: torch.ones_like(m) for n, m in mm2.masks.items()})
+    module2 = TicketModule(model2, OPTIMIZERS["adam"], num_classes=3)
+    trainer([MaskingCallback(mm2)], tmp_path, max_steps=5).fit(module2, batches(5), ckpt_path=tmp_path / "ck" / "last.ckpt")
+    assert all(torch.equal(mm2.masks[n], mm.masks[n]) for n in mm.names)
+    assert torch.equal(mm2.weights("init")["0.weight"], mm.weights("init")["0.weight"])
+
+
+def test_eval_history_and_early_stop(tmp_path):
+    model, mm = make()
+    module = TicketModule(model, OPTIMIZERS["adam"], num_classes=3)
+    t = pl.Trainer(max_steps=12, val_check_interval=4, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+                   logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                   callbacks=[MaskingCallback(mm)])
+    evals = [batches(2, seed=1), batches(3, seed=2)]
+    t.fit(module, batches(12), evals)
+    assert [h["step"] for h in module.history] == [4, 8, 12]
+    model.eval()
+    with torch.no_grad():
+        x, y = torch.cat([b[0] for b in evals[1].items]), torch.cat([b[1] for b in evals[1].items])
+        logits = model(x)
+    assert module.history[-1]["test_acc"] == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+    assert module.history[-1]["test_loss"] == pytest.approx(float(nn.functional.cross_entropy(logits, y)), rel=1e-5)
+    best = min(module.history, key=lambda h: h["val_loss"])
+    assert module.early_stop() == best
