@@ -24,10 +24,22 @@ if not OmegaConf.has_resolver("lth_dirname"):
     OmegaConf.register_new_resolver("lth_dirname", _run_dir_name)
 
 
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The typed config `lth-run <overrides>` would run (for scripts, notebooks and tests)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("lth.conf", version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def app(cfg: DictConfig) -> None:
     """Hydra task: one lineage."""
     from lth.runner import run
+
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(HydraConfig.get().runtime.output_dir)
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]

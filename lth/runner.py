@@ -46,7 +46,7 @@ class ConsoleSink:
     def __init__(self, total_rounds: int) -> None:
         from rich.console import Console
 
-        self.console = Console(stderr=True, highlight=False)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self.total = total_rounds
 
     def on_round(self, record: Mapping[str, Any]) -> None:
@@ -123,6 +123,7 @@ class Lineage:
                 new_masks = self.prune(r, masks, trained)
                 self._reset(new_masks, self.cfg.ticket.reset, trained, r=r)
             self.train_round(r, new_masks)
+            masks, trained = new_masks, {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
     def _run_branch(self) -> None:
         src = RunFolder(self.cfg.branch["from"])
@@ -221,7 +222,7 @@ class Lineage:
         if self.cfg.logger.csv:
             from pytorch_lightning.loggers import CSVLogger
 
-            logger = CSVLogger(str(self.folder.round_dir(r)), name="", version="")
+            logger = CSVLogger(str(self.folder.round_dir(r)), name="csv", version="")
         return pl.Trainer(
             max_steps=t.max_steps,
             max_epochs=-1,
