@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 
 class Scope(str, Enum):
@@ -32,8 +32,8 @@ class DataConfig:
     root: str = "data"
     batch_size: int = 60
     eval_batch_size: int = 1000
-    val_size: Optional[int] = None  # None: the dataset's default
-    num_train: Optional[int] = None
+    val_size: int | None = None  # None: the dataset's default
+    num_train: int | None = None
     download: bool = False
     args: dict[str, Any] = field(default_factory=dict)
 
@@ -43,11 +43,11 @@ class PruningConfig:
     criterion: str = "large_final"
     fraction: float = 0.2  # share of the remaining weights removed per round
     scope: Scope = Scope.layerwise
-    output_fraction: Optional[float] = None  # the output layer's own fraction (LTH: half the rate)
+    output_fraction: float | None = None  # the output layer's own fraction (LTH: half the rate)
     overrides: dict[str, float] = field(default_factory=dict)  # regex or layer name -> fraction
-    include: Optional[list[str]] = None  # regexes choosing prunables (default: Linear/Conv weights)
-    exclude: Optional[list[str]] = None
-    seed: Optional[int] = None  # for the random criterion; None: the lineage seed
+    include: list[str] | None = None  # regexes choosing prunables (default: Linear/Conv weights)
+    exclude: list[str] | None = None
+    seed: int | None = None  # for the random criterion; None: the lineage seed
 
 
 @dataclass
@@ -57,7 +57,7 @@ class TicketConfig:
     rewind_step: int = 0  # θk: weights after this many steps of round 0 (0: θ0)
     rewind_epoch: int = 0  # the same in epochs (converted with the data's steps per epoch)
     mask0: Mask0 = Mask0.zero
-    reset_seed: Optional[int] = None  # None: the lineage seed + 1
+    reset_seed: int | None = None  # None: the lineage seed + 1
 
 
 @dataclass
@@ -71,7 +71,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    gradient_clip_val: Optional[float] = None
+    gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
     deterministic: bool = True
 
@@ -85,7 +85,7 @@ class LoggerConfig:
 class Config:
     name: str = "default"
     seed: int = 0
-    out_dir: Optional[str] = None
+    out_dir: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)

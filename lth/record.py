@@ -100,7 +100,7 @@ class RunFolder:
         for sink in self.sinks:
             try:
                 sink.on_round(record)
-            except Exception as e:  # a mirror must never lose the local record
+            except Exception as e:  # noqa: BLE001  a mirror must never lose the local record
                 warnings.warn(f"{type(sink).__name__} failed on round {record['round']}: {e}", stacklevel=2)
 
     def close(self) -> None:
@@ -108,7 +108,7 @@ class RunFolder:
         for sink in self.sinks:
             try:
                 sink.close()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001
                 warnings.warn(f"{type(sink).__name__} failed to close: {e}", stacklevel=2)
 
     # ----- per-round files

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -18,7 +19,7 @@ class Registry(Generic[T]):
         """Decorator adding the decorated object under `name` (default: its `__name__`)."""
 
         def add(obj: T) -> T:
-            key = name or getattr(obj, "__name__")
+            key = name or obj.__name__
             if key in self._items:
                 raise ValueError(f"{self.kind} '{key}' is registered twice")
             self._items[key] = obj

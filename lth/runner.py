@@ -23,6 +23,7 @@ from lth import masks as masks_lib
 from lth.config import Config
 from lth.lit import LastCheckpoint, MaskingCallback, RewindCallback, RNGStateCallback, TicketModule
 from lth.masks import MaskManager
+from lth.pruning.select import match_overrides
 from lth.record import RoundSink, RunFolder
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class Lineage:
         self.folder.claim(self.cfg_dict)
 
         d = cfg.data
-        kwargs = dict(root=d.root, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, seed=cfg.seed)
+        kwargs = {"root": d.root, "batch_size": d.batch_size, "eval_batch_size": d.eval_batch_size, "seed": cfg.seed}
         kwargs.update({k: v for k, v in (("val_size", d.val_size), ("num_train", d.num_train)) if v is not None})
         if d.download:
             kwargs["download"] = True
@@ -92,7 +93,12 @@ class Lineage:
         self.overrides = dict(p.overrides)
         if p.output_fraction is not None:
             self.overrides = {re.escape(self.manager.names[-1]): p.output_fraction, **self.overrides}
-        _check_overrides(self.overrides, self.manager.names)
+        match_overrides(self.manager.names, self.overrides)  # a key matching no layer fails here, before training
+        if self.rewind_step >= cfg.trainer.max_steps:
+            raise ValueError(
+                f"ticket.rewind_epoch={cfg.ticket.rewind_epoch} is step {self.rewind_step}, not before the round's "
+                f"end trainer.max_steps={cfg.trainer.max_steps}"
+            )
 
     # ----- the loop
     def run(self) -> list[dict[str, Any]]:
@@ -150,7 +156,7 @@ class Lineage:
         gen = torch.Generator().manual_seed(derive_seed(seed, "criterion", r))
         w_final = {n: trained[n] for n in self.manager.names}
         w_init = {n: v.cpu() for n, v in self.manager.weights("init").items()}
-        scores = score(p.criterion, w_init, w_final, generator=gen)
+        scores = score(p.criterion, w_init, w_final, generator=gen, masks=masks)
         return select(scores, masks, p.fraction, scope=_value(p.scope), overrides=self.overrides)
 
     def _reset(self, masks: dict[str, Tensor], reset: str, trained_state: Mapping[str, Tensor] | None, r: int = 0) -> None:
@@ -295,12 +301,6 @@ def _json_safe(obj: Any) -> Any:
 
 def _value(x: Any) -> Any:
     return getattr(x, "value", x)
-
-
-def _check_overrides(overrides: Mapping[str, float], names: list[str]) -> None:
-    for key in overrides:
-        if not any(masks_lib.name_matches(key, n) or re.fullmatch(key, n.rsplit(".", 1)[0]) for n in names):
-            raise ValueError(f"pruning override '{key}' matches no prunable layer; layers: {', '.join(names)}")
 
 
 def rewind_step(cfg: Config, steps_per_epoch: int) -> int:

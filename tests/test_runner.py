@@ -1,0 +1,166 @@
+"""The round loop end to end: files, exact densities, idempotent reruns, resume, determinism, branches."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lth import masks as masks_lib
+from lth.cli import compose_config
+from lth.runner import run
+
+
+def smoke(data_root, *overrides):
+    return compose_config(["experiment=smoke", f"data.root={data_root}", *overrides])
+
+
+def rounds(path):
+    return [json.loads(line) for line in (path / "rounds.jsonl").read_text().splitlines()]
+
+
+def strip_time(records):
+    return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in records]
+
+
+def test_smoke_end_to_end_files_and_exact_densities(tmp_path, data_root):
+    out = tmp_path / "run"
+    records = run(smoke(data_root, "ticket.rounds=2"), out, sinks=[])
+    assert (out / "config.yaml").exists()
+    assert [r["round"] for r in records] == [0, 1, 2] == [r["round"] for r in rounds(out)]
+    # smoke: mlp 64-32-10 on digits, fraction 0.5 per round, layerwise, half to even
+    assert [r["layer_density"] for r in records] == [
+        {"hidden.0.weight": 1.0, "output.weight": 1.0},
+        {"hidden.0.weight": 0.5, "output.weight": 0.5},
+        {"hidden.0.weight": 0.25, "output.weight": 0.25},
+    ]
+    assert [r["density"] for r in records] == [1.0, 0.5, 0.25]
+    prev = None
+    for r in range(3):
+        m = masks_lib.load(out / f"round_{r:02d}" / "mask.pt")
+        assert sum(int(v.sum()) for v in m.values()) == (64 * 32 + 32 * 10) // 2**r
+        if prev is not None:  # masks only shrink
+            assert all(not torch.any(m[n] & ~prev[n]) for n in m)
+        prev = m
+    # pruned weights of the trained round are exactly zero
+    trained = torch.load(out / "round_02" / "trained.pt", weights_only=True)
+    assert torch.all(trained["hidden.0.weight"][~prev["hidden.0.weight"]] == 0)
+    for r in records:
+        assert 0.0 <= r["test_acc"] <= 1.0 and r["train_steps"] == 40 and r["early_stop_step"] in (20, 40)
+        assert r["status"] == "ok"
+    assert records[1]["reset"] == "rewind" and records[0]["reset"] == "none"
+
+
+def test_rerun_is_idempotent_and_extending_rounds_resumes(tmp_path, data_root):
+    out = tmp_path / "run"
+    run(smoke(data_root, "ticket.rounds=1"), out, sinks=[])
+    before = (out / "rounds.jsonl").read_text()
+    mtime = os.stat(out / "round_01" / "trained.pt").st_mtime_ns
+    run(smoke(data_root, "ticket.rounds=1"), out, sinks=[])
+    assert (out / "rounds.jsonl").read_text() == before
+    assert os.stat(out / "round_01" / "trained.pt").st_mtime_ns == mtime  # nothing retrained
+    # a longer lineage continues from the finished rounds, and equals an uninterrupted 2-round run
+    run(smoke(data_root, "ticket.rounds=2"), out, sinks=[])
+    full = tmp_path / "full"
+    run(smoke(data_root, "ticket.rounds=2"), full, sinks=[])
+    assert strip_time(rounds(out)) == strip_time(rounds(full))
+    for r in range(3):
+        a, b = masks_lib.load(out / f"round_{r:02d}/mask.pt"), masks_lib.load(full / f"round_{r:02d}/mask.pt")
+        assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_same_seed_same_masks_and_metrics_different_seed_differs(tmp_path, data_root):
+    a = run(smoke(data_root, "seed=3"), tmp_path / "a", sinks=[])
+    b = run(smoke(data_root, "seed=3"), tmp_path / "b", sinks=[])
+    run(smoke(data_root, "seed=4"), tmp_path / "c", sinks=[])
+    assert strip_time(a) == strip_time(b)
+    ma, mb, mc = (masks_lib.load(tmp_path / x / "round_01/mask.pt") for x in "abc")
+    assert all(torch.equal(ma[n], mb[n]) for n in ma)
+    assert not all(torch.equal(ma[n], mc[n]) for n in ma)
+
+
+def test_a_different_config_into_the_same_folder_is_refused(tmp_path, data_root):
+    out = tmp_path / "run"
+    run(smoke(data_root), out, sinks=[])
+    with pytest.raises(ValueError, match=r"(?s)different config.*pruning.criterion: existing='large_final' new='random'"):
+        run(smoke(data_root, "pruning.criterion=random"), out, sinks=[])
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("pruning.criterion=largest", "unknown criterion 'largest'; valid choices: large_final"),
+        ("ticket.reset=rewinds", "unknown reset 'rewinds'; valid choices: continue"),
+        ("model.name=lenet5", "unknown model 'lenet5'"),
+        ("data.name=imagenet", "unknown dataset 'imagenet'"),
+        ("pruning.fraction=1.0", r"pruning.fraction must be in \(0, 1\)"),
+        ("ticket.rewind_step=40", "rewind_step=40 must be smaller than"),
+        ("+pruning.overrides.fc9=0.1", r"override keys \['fc9'\] match no layer; layers: hidden.0.weight, output.weight"),
+    ],
+)
+def test_bad_input_is_rejected_before_training(tmp_path, data_root, override, message):
+    with pytest.raises(ValueError, match=message):
+        run(smoke(data_root, override), tmp_path / "run", sinks=[])
+    assert not (tmp_path / "run" / "round_00").exists()
+
+
+def test_output_fraction_prunes_the_output_layer_at_its_own_rate(tmp_path, data_root):
+    records = run(smoke(data_root, "pruning.fraction=0.2", "pruning.output_fraction=0.1"), tmp_path / "r", sinks=[])
+    # hidden 64x32: 2048 -> remove round(409.6)=410; output 32x10: 320 -> remove 32
+    assert records[1]["layer_density"] == {"hidden.0.weight": (2048 - 410) / 2048, "output.weight": 288 / 320}
+
+
+@pytest.mark.parametrize("reset", ["random_reinit", "signed_constant", "continue"])
+def test_branch_trains_a_saved_mask_with_another_reset(tmp_path, data_root, reset):
+    src = tmp_path / "src"
+    run(smoke(data_root), src, sinks=[])
+    out = tmp_path / "branch"
+    rec = run(smoke(data_root, f"branch.from={src}", "branch.round=1", f"ticket.reset={reset}"), out, sinks=[])
+    assert [r["round"] for r in rec] == [1] and rec[0]["reset"] == reset and rec[0]["branch_from"] == str(src)
+    a, b = masks_lib.load(src / "round_01/mask.pt"), masks_lib.load(out / "round_01/mask.pt")
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert rec[0]["density"] == 0.5
+
+
+def test_branch_random_mask_keeps_per_layer_counts(tmp_path, data_root):
+    src = tmp_path / "src"
+    run(smoke(data_root), src, sinks=[])
+    out = tmp_path / "branch"
+    run(smoke(data_root, f"branch.from={src}", "branch.round=1", "branch.random_mask=true"), out, sinks=[])
+    a, b = masks_lib.load(src / "round_01/mask.pt"), masks_lib.load(out / "round_01/mask.pt")
+    assert all(int(a[n].sum()) == int(b[n].sum()) for n in a)
+    assert not all(torch.equal(a[n], b[n]) for n in a)
+
+
+def _lth_run(args, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "lth", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_resume_after_kill_mid_round_equals_uninterrupted(tmp_path, data_root):
+    args = ["experiment=smoke", f"data.root={data_root}", "trainer.max_steps=300", "trainer.eval_every=100",
+            "trainer.checkpoint_every=25"]
+    killed = tmp_path / "killed"
+    p = _lth_run([*args, f"out_dir={killed}"], tmp_path)
+    ckpt = killed / "round_01" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert ckpt.exists(), p.stderr.read() if p.poll() is not None else "no checkpoint in time"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert [r["round"] for r in rounds(killed)] == [0]  # killed inside round 1
+    p = _lth_run([*args, f"out_dir={killed}"], tmp_path)
+    assert p.wait() == 0, p.stderr.read()
+    full = tmp_path / "full"
+    p = _lth_run([*args, f"out_dir={full}"], tmp_path)
+    assert p.wait() == 0, p.stderr.read()
+    assert strip_time(rounds(killed)) == strip_time(rounds(full))
+    a = torch.load(killed / "round_01/trained.pt", weights_only=True)
+    b = torch.load(full / "round_01/trained.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
