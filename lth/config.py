@@ -42,6 +42,7 @@ class DataConfig:
 class PruningConfig:
     criterion: str = "large_final"
     fraction: float = 0.2  # share of the remaining weights removed per round
+    target_density: float | None = None  # if set: the fraction that reaches it after ticket.rounds rounds
     scope: Scope = Scope.layerwise
     output_fraction: float | None = None  # the output layer's own fraction (LTH: half the rate)
     overrides: dict[str, float] = field(default_factory=dict)  # regex or layer name -> fraction

@@ -87,6 +87,11 @@ class Lineage:
         self.model: nn.Module = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes, **cfg.model.args)
         reinitialize(self.model, derive_seed(cfg.seed, "init"))
         p = cfg.pruning
+        self.fraction = p.fraction
+        if p.target_density is not None:
+            from lth.pruning import fraction_for_density
+
+            self.fraction = fraction_for_density(p.target_density, cfg.ticket.rounds)
         self.manager = MaskManager(self.model, p.include, p.exclude, mask0=_value(cfg.ticket.mask0))
         self.rewind_step = rewind_step(cfg, self.data.steps_per_epoch)
         self.reset_seed = cfg.ticket.reset_seed if cfg.ticket.reset_seed is not None else cfg.seed + 1
@@ -157,7 +162,7 @@ class Lineage:
         w_final = {n: trained[n] for n in self.manager.names}
         w_init = {n: v.cpu() for n, v in self.manager.weights("init").items()}
         scores = score(p.criterion, w_init, w_final, generator=gen, masks=masks)
-        return select(scores, masks, p.fraction, scope=_value(p.scope), overrides=self.overrides)
+        return select(scores, masks, self.fraction, scope=_value(p.scope), overrides=self.overrides)
 
     def _reset(self, masks: dict[str, Tensor], reset: str, trained_state: Mapping[str, Tensor] | None, r: int = 0) -> None:
         from lth.reset import ResetContext, reset_weights
@@ -272,7 +277,7 @@ class Lineage:
             "wall_seconds": round(seconds, 3),
             "criterion": cfg.pruning.criterion,
             "reset": cfg.ticket.reset if r > 0 or cfg.branch["from"] else "none",
-            "fraction": cfg.pruning.fraction,
+            "fraction": self.fraction,
             "scope": _value(cfg.pruning.scope),
             "seed": cfg.seed,
             "status": "ok",

@@ -29,6 +29,10 @@ def validate(cfg: Config) -> None:
         if name not in registry:
             raise ValueError(f"{what}: {registry.unknown(name)}")
     _in_open_unit("pruning.fraction", cfg.pruning.fraction)
+    if cfg.pruning.target_density is not None:
+        _in_open_unit("pruning.target_density", cfg.pruning.target_density)
+        if cfg.ticket.rounds < 1:
+            raise ValueError("pruning.target_density needs ticket.rounds >= 1 (1 = one-shot pruning)")
     for key, frac in {"pruning.output_fraction": cfg.pruning.output_fraction, **{
         f"pruning.overrides[{k}]": v for k, v in cfg.pruning.overrides.items()}}.items():
         if frac is not None and not 0.0 <= frac < 1.0:

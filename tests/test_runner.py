@@ -164,3 +164,30 @@ def test_resume_after_kill_mid_round_equals_uninterrupted(tmp_path, data_root):
     a = torch.load(killed / "round_01/trained.pt", weights_only=True)
     b = torch.load(full / "round_01/trained.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_one_shot_pruning_to_a_target_density(tmp_path, data_root):
+    records = run(smoke(data_root, "pruning.target_density=0.1", "ticket.rounds=1"), tmp_path / "r", sinks=[])
+    # one round removes 90%: hidden 2048 -> 205 kept (round(1843.2)=1843 removed), output 320 -> 32
+    assert records[1]["layer_density"] == {"hidden.0.weight": 205 / 2048, "output.weight": 32 / 320}
+    assert records[1]["fraction"] == pytest.approx(0.9)
+
+
+def test_config_typos_and_wrong_types_are_rejected_by_the_schema():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="ticket.round"):
+        compose_config(["ticket.round=5"])
+    with pytest.raises(ConfigCompositionException, match="pruning.fraction"):
+        compose_config(["pruning.fraction=lots"])
+    with pytest.raises(ConfigCompositionException, match="scope"):
+        compose_config(["pruning.scope=sideways"])
+
+
+@pytest.mark.parametrize("experiment", ["smoke", "lth_mnist1d", "lth_lenet_mnist"])
+def test_presets_compose(experiment):
+    cfg = compose_config([f"experiment={experiment}"])
+    assert cfg.name == experiment
+    if experiment == "lth_lenet_mnist":  # Frankle & Carbin's LeNet-300-100 hyperparameters
+        assert (cfg.optimizer["lr"], cfg.data.batch_size, cfg.trainer.max_steps) == (1.2e-3, 60, 50_000)
+        assert (cfg.pruning.fraction, cfg.pruning.output_fraction, cfg.data.val_size) == (0.2, 0.1, 5000)
