@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import re
 import time
 import warnings
@@ -21,7 +22,10 @@ from torch import Tensor, nn
 
 from lth import masks as masks_lib
 from lth.config import Config
+from lth.distributed import MaskAgreement, agree, is_spawn, is_writer, strategy_for, world_size
+from lth.io import FAULT_ENV, fault_point
 from lth.lit import LastCheckpoint, MaskingCallback, RewindCallback, RNGStateCallback, TicketModule
+from lth.loggers import SafeLogger
 from lth.masks import MaskManager
 from lth.pruning.select import match_overrides
 from lth.record import RoundSink, RunFolder
@@ -69,13 +73,19 @@ class Lineage:
     def __init__(self, cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None) -> None:
         from lth.data import build_datamodule
         from lth.models import build_model, reinitialize
-        from lth.validate import validate
+        from lth.validate import check_schedule, validate
 
         self.cfg = cfg
         validate(cfg)
         self.cfg_dict = config_dict(cfg)
-        self.folder = RunFolder(out_dir, sinks if sinks is not None else [ConsoleSink(cfg.ticket.rounds)])
-        self.folder.claim(self.cfg_dict)
+        t = cfg.trainer
+        writer = is_writer(t.strategy, t.devices, t.num_nodes)
+        if sinks is None:
+            sinks = [ConsoleSink(cfg.ticket.rounds)] if writer else []
+        self.folder = RunFolder(out_dir, sinks, writer=writer)
+        self.folder.check_config(self.cfg_dict)  # another run's folder is refused before anything is built
+        if cfg.logger.wandb and writer:
+            self._add_wandb_sink()
 
         d = cfg.data
         kwargs = {"root": d.root, "batch_size": d.batch_size, "eval_batch_size": d.eval_batch_size, "seed": cfg.seed}
@@ -104,6 +114,26 @@ class Lineage:
                 f"ticket.rewind_epoch={cfg.ticket.rewind_epoch} is step {self.rewind_step}, not before the round's "
                 f"end trainer.max_steps={cfg.trainer.max_steps}"
             )
+        if not cfg.branch["from"]:
+            counts = {n: p.numel() for n, p in zip(self.manager.names, self.manager.params)}
+            check_schedule(counts, self.fraction, cfg.ticket.rounds, _value(p.scope), self.overrides)
+        self.folder.claim(self.cfg_dict)  # all checks passed: lock the folder and write config.yaml
+
+    def _add_wandb_sink(self) -> None:
+        lg = self.cfg.logger
+        try:
+            from lth.wandb_sink import WandbSink
+
+            sink = WandbSink(
+                self.folder.path, self.cfg_dict, project=lg.project, entity=lg.entity, mode=lg.mode,
+                group=lg.group or self.cfg.name, job_type=self.cfg.ticket.reset, name=lg.run_name,
+                tags=list(lg.tags), log_masks=lg.log_masks,
+            )
+        except Exception as e:  # noqa: BLE001  W&B is a mirror: without it the local record still completes
+            warnings.warn(f"W&B could not start ({type(e).__name__}: {e}); continuing with the local record only",
+                          RuntimeWarning, stacklevel=2)
+            return
+        self.folder.sinks.append(sink)
 
     # ----- the loop
     def run(self) -> list[dict[str, Any]]:
@@ -120,12 +150,22 @@ class Lineage:
     def _run_rounds(self) -> None:
         masks: dict[str, Tensor] | None = None
         trained: dict[str, Tensor] | None = None
+        status = "ok"
         for r in range(self.cfg.ticket.rounds + 1):
-            if self.folder.record(r) is not None:
-                masks, trained = self.folder.load_mask(r), self.folder.load_trained(r)
-                if r == 0:
-                    self.manager.load_state_dict(self.folder.load_snapshots())
+            done = self._finished(r)
+            if done is not None:
+                masks, trained, status = done
+                self._discard_checkpoint(r)  # a kill after the record, before the resume point was removed
                 continue
+            dropped = self.folder.drop_rounds(r)
+            if [x for x in dropped if x != r]:
+                warnings.warn(f"redoing round {r}: dropped the records of rounds {dropped}, which were derived from "
+                              f"it", stacklevel=2)
+            if r > 0 and status != "ok":
+                warnings.warn(f"round {r - 1} ended with status '{status}' (see rounds.jsonl); the lineage stops: "
+                              f"round {r} would prune non-finite weights. Lower the learning rate and rerun into "
+                              "a new out_dir.", RuntimeWarning, stacklevel=2)
+                return
             if r == 0:
                 new_masks = {n: torch.ones_like(m) for n, m in self.manager.masks.items()}
                 self._reset(new_masks, "rewind", trained_state=None)
@@ -133,27 +173,70 @@ class Lineage:
                 assert masks is not None and trained is not None
                 new_masks = self.prune(r, masks, trained)
                 self._reset(new_masks, self.cfg.ticket.reset, trained, r=r)
-            self.train_round(r, new_masks)
+            torch.manual_seed(derive_seed(self.cfg.seed, "train", r))  # e.g. dropout: the same draws after a restart
+            record = self.train_round(r, new_masks)
             masks, trained = new_masks, {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            status = record["status"]
+
+    def _finished(self, r: int) -> tuple[dict[str, Tensor], dict[str, Tensor], str] | None:
+        """Round `r`'s mask, trained weights and status if it finished and its files are intact; None: (re)do it."""
+        record = self.folder.record(r)
+        if record is None:
+            return None
+        try:
+            masks = self.folder.load_mask(r)
+            masks_lib.check_masks(masks, self._shapes())
+            trained = self.folder.load_trained(r)
+            check_state(trained, self.model.state_dict(), f"round {r}'s trained.pt")
+            if r == 0:
+                snapshots = self.folder.load_snapshots()
+                for tag, state in snapshots.get("snapshots", {}).items():
+                    check_state(state, self.model.state_dict(), f"snapshots.pt ({tag})")
+                self.manager.load_state_dict(snapshots)
+        except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+            warnings.warn(f"round {r} is recorded but its files are damaged or missing ({e}); redoing round {r} "
+                          "and the rounds after it", stacklevel=3)
+            return None
+        return masks, trained, record.get("status", "ok")
+
+    def _shapes(self) -> dict[str, torch.Size]:
+        return {n: p.shape for n, p in zip(self.manager.names, self.manager.params)}
+
+    def _discard_checkpoint(self, r: int) -> None:
+        ckpt = self.folder.checkpoint(r)
+        if self.folder.writer and ckpt.exists():
+            ckpt.unlink()
 
     def _run_branch(self) -> None:
         src = RunFolder(self.cfg.branch["from"])
         k = int(self.cfg.branch["round"])
         if src.record(k) is None:
             raise ValueError(f"branch.from={src.path} has no finished round {k}; finished: {[x['round'] for x in src.rounds()]}")
-        self.manager.load_state_dict(src.load_snapshots())
-        masks = src.load_mask(k)
-        masks_lib.check_masks(masks, {n: p.shape for n, p in zip(self.manager.names, self.manager.params)})
+        try:
+            snapshots = src.load_snapshots()
+            for tag, state in snapshots.get("snapshots", {}).items():
+                check_state(state, self.model.state_dict(), f"its snapshots.pt ({tag})")
+            self.manager.load_state_dict(snapshots)
+            masks = src.load_mask(k)
+            masks_lib.check_masks(masks, self._shapes())
+        except (ValueError, KeyError) as e:
+            raise ValueError(
+                f"branch.from={src.path} does not match this model (model={self.cfg.model.name} "
+                f"{dict(self.cfg.model.args)}): {e}"
+            ) from None
         if self.cfg.branch.get("random_mask"):
             masks = random_masks_like(masks, derive_seed(self.reset_seed, "random_mask", k))
         trained = src.load_trained(k - 1) if k > 0 else self.manager.state("init")
         if self.folder.record(k) is None:
             self._reset(masks, self.cfg.ticket.reset, trained, r=k)
+            torch.manual_seed(derive_seed(self.cfg.seed, "train", k))
             self.train_round(k, masks, extra={"branch_from": str(src.path), "branch_round": k})
+        else:
+            self._discard_checkpoint(k)
 
     # ----- prune and reset
     def prune(self, r: int, masks: dict[str, Tensor], trained: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """The masks of round `r` from round r−1's masks and trained weights."""
+        """The masks of round `r` from round r−1's masks and trained weights (rank 0's on every rank)."""
         from lth.pruning import score, select
 
         p = self.cfg.pruning
@@ -162,8 +245,11 @@ class Lineage:
         w_final = {n: trained[n] for n in self.manager.names}
         w_init = {n: v.cpu() for n, v in self.manager.weights("init").items()}
         scores = score(p.criterion, w_init, w_final, generator=gen, masks=masks)
-        return select(scores, masks, self.fraction, scope=_value(p.scope), overrides=self.overrides)
-
+        new = agree(select(scores, masks, self.fraction, scope=_value(p.scope), overrides=self.overrides))
+        emptied = [n for n, m in new.items() if not bool(m.any())]
+        if emptied:
+            warnings.warn(f"round {r}: layers {emptied} keep no weights (layer collapse)", RuntimeWarning, stacklevel=2)
+        return new
     def _reset(self, masks: dict[str, Tensor], reset: str, trained_state: Mapping[str, Tensor] | None, r: int = 0) -> None:
         from lth.reset import ResetContext, reset_weights
 
@@ -197,43 +283,75 @@ class Lineage:
     # ----- one round
     def train_round(self, r: int, masks: dict[str, Tensor], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Train the current model under `masks` as round `r`, then write its files and record."""
-        cfg, folder = self.cfg, self.folder
+        cfg, folder, t = self.cfg, self.folder, self.cfg.trainer
         folder.save_mask(r, masks)
         start = time.perf_counter()
         module = TicketModule(self.model, optimizer_factory(cfg.optimizer), self.data.num_classes, scheduler_factory(cfg.scheduler))
         callbacks: list[pl.Callback] = [
+            ResumableTrainAccuracy(),
             MaskingCallback(self.manager),
             RNGStateCallback(),
-            LastCheckpoint(folder.checkpoint(r).parent, cfg.trainer.checkpoint_every),
+            LastCheckpoint(folder.checkpoint(r).parent, t.checkpoint_every),
         ]
         if r == 0 and self.rewind_step > 0 and not cfg.branch["from"]:
             callbacks.append(RewindCallback(self.manager, self.rewind_step))
+        if world_size(t.devices, t.num_nodes) > 1:
+            callbacks.append(MaskAgreement(self.manager))
+        if os.environ.get(FAULT_ENV, "").startswith("step:"):
+            callbacks.append(FaultCallback(r))
         trainer = self._trainer(r, callbacks)
-        ckpt = folder.checkpoint(r)
+        ckpt = self._resume_point(r, module)
         evals = [self.data.val_dataloader(), self.data.test_dataloader()]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*Total length of .* across ranks is zero.*")
-            trainer.fit(module, self.data.train_dataloader(), evals, ckpt_path=ckpt if ckpt.exists() else None)
+            warnings.filterwarnings("ignore", ".*sync_dist=True.*")  # evaluation is replicated, not sharded
+            trainer.fit(module, self.data.train_dataloader(), evals, ckpt_path=ckpt)
             if module.nonfinite_step is None and (not module.history or module.history[-1]["step"] != trainer.global_step):
-                trainer.validate(module, evals, verbose=False)
+                # the last step was no evaluation step: evaluate it (in this process: evaluation is not sharded)
+                evaluator = self._trainer(r, [], single_process=True) if is_spawn(t.strategy) else trainer
+                evaluator.validate(module, evals, verbose=False)
         record = self._record(r, module, trainer, time.perf_counter() - start, extra)
         folder.save_trained(r, self.model.state_dict())
         if r == 0 and not cfg.branch["from"]:
             folder.save_snapshots(self.manager.state_dict())
-        _write_history(folder.round_dir(r) / "evals.jsonl", module.history)
+        if folder.writer:
+            _write_history(folder.round_dir(r) / "evals.jsonl", module.history)
         folder.add(record)
-        if ckpt.exists():
-            ckpt.unlink()  # the round's results are in trained.pt; the resume point is no longer needed
+        self._discard_checkpoint(r)  # the round's results are in trained.pt; the resume point is no longer needed
         return record
 
-    def _trainer(self, r: int, callbacks: list[pl.Callback]) -> pl.Trainer:
+    def _resume_point(self, r: int, module: TicketModule) -> Path | None:
+        """Round `r`'s last.ckpt if it exists and fits this model; a damaged one is set aside with a warning."""
+        ckpt = self.folder.checkpoint(r)
+        if not ckpt.exists():
+            return None
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or "state_dict" not in state:
+                raise ValueError("not a Lightning checkpoint")
+            expected = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+            check_state({k: v for k, v in state["state_dict"].items() if k.startswith("model.")}, expected, "its weights")
+            manager = next((s["manager"] for k, s in state.get("callbacks", {}).items() if "MaskingCallback" in k), None)
+            if manager is None or list(manager["names"]) != self.manager.names:
+                raise ValueError(f"its prunables are not {self.manager.names}")
+        except Exception as e:  # noqa: BLE001  whatever is wrong with it, it must not be trusted
+            warnings.warn(f"ignoring {ckpt}: it is damaged or belongs to another model ({e}); round {r} restarts "
+                          "from its start", stacklevel=3)
+            if self.folder.writer:
+                os.replace(ckpt, ckpt.with_name("last.ckpt.damaged"))
+            return None
+        return ckpt
+
+    def _trainer(self, r: int, callbacks: list[pl.Callback], single_process: bool = False) -> pl.Trainer:
         t = self.cfg.trainer
-        logger: Any = False
+        loggers: list[Any] = []
         if self.cfg.logger.csv:
             from pytorch_lightning.loggers import CSVLogger
 
-            logger = CSVLogger(str(self.folder.round_dir(r)), name="csv", version="")
+            loggers.append(CSVLogger(str(self.folder.round_dir(r)), name="csv", version=""))
+        if not is_spawn(t.strategy):  # a W&B run cannot travel to spawned workers
+            loggers += [s.curve_logger(r * t.max_steps) for s in self.folder.sinks if hasattr(s, "curve_logger")]
         return pl.Trainer(
             max_steps=t.max_steps,
             max_epochs=-1,
@@ -243,13 +361,13 @@ class Lineage:
             enable_progress_bar=False,
             enable_model_summary=False,
             enable_checkpointing=False,
-            logger=logger,
+            logger=[SafeLogger(lg) for lg in loggers] if loggers and not single_process else False,
             log_every_n_steps=t.log_every_n_steps,
             callbacks=callbacks,
             accelerator=t.accelerator,
-            devices=t.devices,
-            num_nodes=t.num_nodes,
-            strategy=t.strategy,
+            devices=1 if single_process else t.devices,
+            num_nodes=1 if single_process else t.num_nodes,
+            strategy="auto" if single_process else strategy_for(t.strategy),
             precision=t.precision,
             gradient_clip_val=t.gradient_clip_val,
             accumulate_grad_batches=t.accumulate_grad_batches,
@@ -285,9 +403,46 @@ class Lineage:
         if module.nonfinite_step is not None:
             record["status"] = "nonfinite_loss"
             record["nonfinite_step"] = module.nonfinite_step
-            log.warning("round %d: non-finite loss at step %d; round stopped and recorded", r, module.nonfinite_step)
+            msg = (f"round {r}: non-finite loss at step {module.nonfinite_step}; the round was stopped there and "
+                   "recorded with status 'nonfinite_loss'")
+            log.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
         record.update(extra or {})
         return _json_safe(record)
+
+
+class ResumableTrainAccuracy(pl.Callback):
+    """Checkpoints the running training accuracy (since the last evaluation), so a resumed round reports the same."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        pl_module.train_acc.persistent(True)  # its counts join the module's state_dict, hence checkpoints
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lth_train_acc_updates"] = pl_module.train_acc.update_count
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        pl_module.train_acc._update_count = int(checkpoint.get("lth_train_acc_updates", 0))
+
+
+class FaultCallback(pl.Callback):
+    """Calls `fault_point("step:<round>:<step>")` after every optimizer step (only added when $LTH_FAULT is set)."""
+
+    def __init__(self, r: int) -> None:
+        self.r = r
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        fault_point(f"step:{self.r}:{trainer.global_step}")
+
+
+def check_state(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], what: str) -> None:
+    """Raise ValueError unless `state` has exactly `expected`'s names and shapes."""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{what} does not match the model: missing {missing[:5]}, unexpected {extra[:5]}")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ValueError(f"{what} does not match the model: '{k}' has shape {tuple(state[k].shape)}, "
+                             f"the model's has {tuple(v.shape)}")
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
@@ -345,5 +500,9 @@ def scheduler_factory(spec: Any) -> Callable[[torch.optim.Optimizer], Any] | Non
 
 
 def run(cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None) -> list[dict[str, Any]]:
-    """Run (or resume) one lineage into `out_dir`; returns its round records."""
+    """Run (or resume) one lineage (a supermask experiment if supermask.method is set) into `out_dir`."""
+    if cfg.supermask.method:
+        from lth.supermask.runner import run_supermask
+
+        return run_supermask(cfg, out_dir, sinks)
     return Lineage(cfg, out_dir, sinks).run()

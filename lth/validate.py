@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,47 @@ def validate(cfg: Config) -> None:
         raise ValueError(
             f"ticket.rewind_step={tk.rewind_step} must be smaller than the round's length trainer.max_steps={t.max_steps}"
         )
+    _validate_world(cfg)
     _validate_branch(cfg.branch)
+
+
+def _validate_world(cfg: Config) -> None:
+    from lth.distributed import world_size
+
+    t = cfg.trainer
+    n = world_size(t.devices, t.num_nodes)
+    if n > 1 and cfg.data.batch_size % n:
+        raise ValueError(
+            f"data.batch_size={cfg.data.batch_size} must be divisible by the {n} processes "
+            f"(trainer.devices={t.devices} x trainer.num_nodes={t.num_nodes}): each rank takes an equal slice of "
+            "every batch"
+        )
+
+
+def check_schedule(counts: Mapping[str, int], fraction: float, rounds: int, scope: str = "layerwise",
+                   overrides: Mapping[str, float] | None = None) -> None:
+    """Raise ValueError if pruning `rounds` rounds at `fraction` would leave a layer (layerwise, overrides) or the
+    global pool with no weight: that density is unreachable."""
+    from lth.pruning import removal_count
+    from lth.pruning.select import match_overrides
+
+    per_layer = match_overrides(list(counts), overrides)
+    pooled = [n for n in counts if n not in per_layer] if scope == "global" else []
+    groups = {n: ([n], per_layer.get(n, fraction)) for n in counts if n not in pooled}
+    if pooled:
+        groups["the global pool"] = (pooled, fraction)
+    kept = {what: sum(counts[n] for n in names) for what, (names, _) in groups.items()}
+    for r in range(1, rounds + 1):  # rounds outside: the first layer to empty is reported
+        for what, (names, frac) in groups.items():
+            kept[what] -= removal_count(frac, kept[what])
+            if kept[what] < 1:
+                label = what if what == "the global pool" else f"layer '{what}'"
+                raise ValueError(
+                    f"density unreachable: pruning {frac:g} of the remaining weights per round would leave "
+                    f"{label} ({sum(counts[n] for n in names)} weights) with none by round {r} of {rounds}; "
+                    "every pruned layer must keep at least 1 weight. Use a higher pruning.target_density, a smaller "
+                    "pruning.fraction or fewer ticket.rounds."
+                )
 
 
 def _validate_branch(branch: Any) -> None:

@@ -151,7 +151,9 @@ class TensorDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> TensorBatches:
         """Shuffled, seeded, resumable training batches (continuing a checkpoint's position if one was loaded)."""
         x, y = self.train
-        loader = TensorBatches(x, y, self.batch_size, shuffle=True, seed=self.seed, transform=self.train_transform())
+        loader = TensorBatches(
+            x, y, self.batch_size, shuffle=True, seed=self.seed, transform=self.train_transform(), shard=True
+        )
         if self._pending_train_state is not None:
             loader.load_state_dict(self._pending_train_state)
             self._pending_train_state = None

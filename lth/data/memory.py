@@ -40,6 +40,15 @@ class TensorBatches:
     the next iterator continues that epoch at that position (or starts the next epoch if it was complete); later ones
     start new epochs as usual. Lightning does not restore loader state for a checkpoint taken at an epoch end (not a
     restart inside an epoch); `TensorDataModule.state_dict`/`load_state_dict` carry the state in that case.
+
+    Sharding (`shard=True`, for training under DDP): every rank builds the same global batches and takes its own
+    contiguous slice of each — rank k of W gets items [k·b/W, (k+1)·b/W) of a batch of b — so the ranks see disjoint
+    parts of the same epoch permutation, the same number of batches, and, as DDP averages equal-sized slices, the
+    gradient of the whole batch: training follows the single-process run. A batch whose size is not a multiple of W
+    (an epoch's short last batch) is first padded with the epoch's first items. The transform runs on the whole batch
+    before slicing, so augmentation is as in one process. The rank comes from `replica` if set, else from the
+    initialised torch.distributed process group (none: rank 0 of 1). Positions count global batches, so a checkpoint
+    resumes under any number of ranks.
     """
 
     def __init__(
@@ -51,6 +60,7 @@ class TensorBatches:
         seed: int = 0,
         drop_last: bool = False,
         transform: BatchTransform | None = None,
+        shard: bool = False,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
@@ -64,6 +74,8 @@ class TensorBatches:
         self.seed = seed
         self.drop_last = drop_last
         self.transform = transform
+        self.shard = shard
+        self.replica: tuple[int, int] | None = None  # (rank, world size); None: from torch.distributed
         self._epoch = 0  # epoch in progress (or last finished)
         self._consumed = 0  # batches of `_epoch` handed out
         self._started = False  # whether any epoch has begun
@@ -91,6 +103,22 @@ class TensorBatches:
             return torch.arange(self.num_samples)
         return torch.randperm(self.num_samples, generator=seeded_generator(self.seed, PERMUTATION_STREAM, epoch))
 
+    def ranks(self) -> tuple[int, int]:
+        """(rank, world size) whose slice of every batch this object yields; (0, 1) when not sharding."""
+        if not self.shard:
+            return 0, 1
+        if self.replica is not None:
+            rank, world = self.replica
+        elif torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        else:
+            return 0, 1
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in [0, {world})")
+        if world > 1 and self.batch_size % world:
+            raise ValueError(f"batch_size={self.batch_size} is not divisible by the {world} ranks sharing each batch")
+        return rank, world
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self._batches()
 
@@ -104,16 +132,22 @@ class TensorBatches:
         self._epoch, self._consumed = epoch, start
         self._iterations += 1
         token = self._iterations
-        order = self.order(epoch) if self.shuffle else None
+        rank, world = self.ranks()
+        order = self.order(epoch) if self.shuffle or world > 1 else None
         bs = self.batch_size
         for i in range(start, len(self)):
             if order is None:  # contiguous views, no copy
                 xb, yb = self.x[i * bs : (i + 1) * bs], self.y[i * bs : (i + 1) * bs]
             else:
                 idx = order[i * bs : (i + 1) * bs]
+                if world > 1 and len(idx) % world:
+                    idx = torch.cat([idx, order[: world - len(idx) % world]])
                 xb, yb = self.x[idx], self.y[idx]
             if self.transform is not None:
                 xb = self.transform(xb, seeded_generator(self.seed, TRANSFORM_STREAM, epoch, i))
+            if world > 1:
+                part = len(xb) // world
+                xb, yb = xb[rank * part : (rank + 1) * part], yb[rank * part : (rank + 1) * part]
             if token == self._iterations:
                 self._consumed = i + 1
             yield xb, yb

@@ -1,0 +1,80 @@
+"""A Lightning logger wrapper whose failures warn instead of stopping training: the local record is what counts."""
+
+from __future__ import annotations
+
+import warnings
+from argparse import Namespace
+from typing import Any
+
+from pytorch_lightning.loggers import Logger
+
+
+class SafeLogger(Logger):
+    """Forwards everything to `inner` (CSV, W&B, ...); an exception in it becomes one warning per method, and
+    training and the run's rounds.jsonl carry on."""
+
+    def __init__(self, inner: Logger) -> None:
+        super().__init__()
+        self.inner = inner
+        self.failures: dict[str, int] = {}
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.inner, method)(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001  a logger must never cost the run
+            self.failures[method] = self.failures.get(method, 0) + 1
+            if self.failures[method] == 1:
+                warnings.warn(
+                    f"logger {type(self.inner).__name__} failed in {method} ({type(e).__name__}: {e}); training "
+                    "continues and the local record (rounds.jsonl) is unaffected; further failures of this call "
+                    "are counted silently",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return None
+
+    @property
+    def name(self) -> str | None:
+        return self.inner.name
+
+    @property
+    def version(self) -> int | str | None:
+        return self.inner.version
+
+    @property
+    def root_dir(self) -> str | None:
+        return self.inner.root_dir
+
+    @property
+    def log_dir(self) -> str | None:
+        return self.inner.log_dir
+
+    @property
+    def save_dir(self) -> str | None:
+        return self.inner.save_dir
+
+    @property
+    def group_separator(self) -> str:
+        return self.inner.group_separator
+
+    @property
+    def experiment(self) -> Any:
+        return self.inner.experiment
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._call("log_metrics", metrics, step)
+
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        self._call("log_hyperparams", params, *args, **kwargs)
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        self._call("log_graph", model, input_array)
+
+    def save(self) -> None:
+        self._call("save")
+
+    def finalize(self, status: str) -> None:
+        self._call("finalize", status)
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self._call("after_save_checkpoint", checkpoint_callback)
