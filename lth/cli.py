@@ -43,6 +43,8 @@ def app(cfg: DictConfig) -> None:
 
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(HydraConfig.get().runtime.output_dir)
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    if config.logger.run_name is None:
+        config.logger.run_name = HydraConfig.get().job.override_dirname or config.name
     try:
         run(config, out_dir)
     except (ValueError, KeyError, FileNotFoundError) as e:

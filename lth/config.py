@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from lth.supermask.config import SupermaskConfig
+
 
 class Scope(str, Enum):
     layerwise = "layerwise"
@@ -79,7 +81,15 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    csv: bool = True
+    csv: bool = True  # Lightning CSV log per round (round_XX/csv/metrics.csv)
+    wandb: bool = False  # mirror the lineage to one W&B run (offline unless mode=online or WANDB_MODE says so)
+    project: str = "lth"
+    entity: str | None = None
+    mode: str = "offline"
+    group: str | None = None  # None: the experiment name
+    run_name: str | None = None  # None: the CLI sets the job's overrides
+    tags: list[str] = field(default_factory=list)
+    log_masks: bool = True  # each round's mask.pt as a W&B artifact
 
 
 @dataclass
@@ -98,3 +108,4 @@ class Config:
     # `from` is a Python keyword, so the branch node is a plain mapping with exactly these keys:
     # from (a finished run's folder), round (which of its rounds), random_mask (same per-layer counts, random positions)
     branch: Any = field(default_factory=lambda: dict(BRANCH_DEFAULTS))
+    supermask: SupermaskConfig = field(default_factory=SupermaskConfig)

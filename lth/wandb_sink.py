@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -126,10 +125,7 @@ class CurveLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        try:
-            self._run.log({**metrics, CURVE_STEP: self.step_offset + (step or 0)})
-        except Exception as e:  # noqa: BLE001  curves are a mirror; the local CSV and record stay
-            warnings.warn(f"W&B curve logging failed: {e}", stacklevel=2)
+        self._run.log({**metrics, CURVE_STEP: self.step_offset + (step or 0)})  # the runner wraps it in SafeLogger
 
 
 # ----- reading an offline run back (its .wandb file: a LevelDB-style log of protobuf records)
@@ -167,23 +163,36 @@ def _records(path: str | os.PathLike) -> Iterator[bytes]:
             parts = []
 
 
-def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The `history` rows logged in an offline run's .wandb file, as dicts of decoded JSON values."""
-    import json
-
+def _typed_records(path: str | os.PathLike, kind: str) -> Iterator[Any]:
     from wandb.proto import wandb_internal_pb2
 
-    rows = []
     for raw in _records(path):
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(raw)
-        if rec.WhichOneof("record_type") == "history":
-            row = {}
-            for item in rec.history.item:
-                key = item.key or "/".join(item.nested_key)
-                row[key] = json.loads(item.value_json)
-            rows.append(row)
-    return rows
+        if rec.WhichOneof("record_type") == kind:
+            yield getattr(rec, kind)
+
+
+def _items(items: Any) -> dict[str, Any]:
+    import json
+
+    return {(item.key or "/".join(item.nested_key)): json.loads(item.value_json) for item in items}
+
+
+def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The `history` rows logged in an offline run's .wandb file, as dicts of decoded JSON values."""
+    return [_items(h.item) for h in _typed_records(path, "history")]
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The run config recorded in an offline run's .wandb file (later updates win)."""
+    config: dict[str, Any] = {}
+    for run in _typed_records(path, "run"):
+        config.update(_items(run.config.update))
+    for c in _typed_records(path, "config"):
+        config.update(_items(c.update))
+    config.pop("_wandb", None)
+    return config
 
 
 def find_run_file(wandb_dir: str | os.PathLike) -> Path:
