@@ -50,9 +50,13 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two configs, ignoring NON_SEMANTIC_KEYS."""
-    fa, fb = _flatten(a), _flatten(b)
+def config_differences(
+    a: Mapping[str, Any], b: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Dotted keys whose values differ between two configs, ignoring NON_SEMANTIC_KEYS; a key one side lacks (a run
+    written before that option existed) takes its value from `defaults`."""
+    fd = _flatten(defaults or {})
+    fa, fb = {**fd, **_flatten(a)}, {**fd, **_flatten(b)}
 
     def ignored(k: str) -> bool:
         return any(k == n or k.startswith(n + ".") for n in NON_SEMANTIC_KEYS)
@@ -97,12 +101,12 @@ class RunFolder:
             )
         return old
 
-    def check_config(self, config: Mapping[str, Any]) -> None:
+    def check_config(self, config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> None:
         """Raise ValueError if the folder holds a run of another config, naming both and their differences."""
         old = self.existing_config()
         if old is None:
             return
-        diff = config_differences(old, config)
+        diff = config_differences(old, config, defaults)
         if diff:
             fa, fb = _flatten(old), _flatten(config)
             lines = "\n".join(f"  {k}: existing={fa.get(k)!r} new={fb.get(k)!r}" for k in diff)
@@ -113,9 +117,9 @@ class RunFolder:
                 f"Use another out_dir (or another override). Differences:\n{lines}"
             )
 
-    def claim(self, config: Mapping[str, Any]) -> None:
+    def claim(self, config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> None:
         """Check the config (never mix results), lock the folder against a second writer, then write config.yaml."""
-        self.check_config(config)
+        self.check_config(config, defaults)
         if not self.writer:
             return
         self.path.mkdir(parents=True, exist_ok=True)

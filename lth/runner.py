@@ -83,7 +83,8 @@ class Lineage:
         if sinks is None:
             sinks = [ConsoleSink(cfg.ticket.rounds)] if writer else []
         self.folder = RunFolder(out_dir, sinks, writer=writer)
-        self.folder.check_config(self.cfg_dict)  # another run's folder is refused before anything is built
+        self.defaults = config_dict(Config())  # options added since an existing run was written compare as defaults
+        self.folder.check_config(self.cfg_dict, self.defaults)  # another run's folder is refused before anything is built
         if cfg.logger.wandb and writer:
             self._add_wandb_sink()
 
@@ -117,7 +118,7 @@ class Lineage:
         if not cfg.branch["from"]:
             counts = {n: p.numel() for n, p in zip(self.manager.names, self.manager.params)}
             check_schedule(counts, self.fraction, cfg.ticket.rounds, _value(p.scope), self.overrides)
-        self.folder.claim(self.cfg_dict)  # all checks passed: lock the folder and write config.yaml
+        self.folder.claim(self.cfg_dict, self.defaults)  # all checks passed: lock the folder and write config.yaml
 
     def _add_wandb_sink(self) -> None:
         lg = self.cfg.logger

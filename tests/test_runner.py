@@ -191,3 +191,16 @@ def test_presets_compose(experiment):
     if experiment == "lth_lenet_mnist":  # Frankle & Carbin's LeNet-300-100 hyperparameters
         assert (cfg.optimizer["lr"], cfg.data.batch_size, cfg.trainer.max_steps) == (1.2e-3, 60, 50_000)
         assert (cfg.pruning.fraction, cfg.pruning.output_fraction, cfg.data.val_size) == (0.2, 0.1, 5000)
+
+
+def test_a_run_written_before_an_option_existed_still_resumes(tmp_path, data_root):
+    import yaml
+
+    out = tmp_path / "run"
+    run(smoke(data_root), out, sinks=[])
+    old = yaml.safe_load((out / "config.yaml").read_text())
+    del old["pruning"]["target_density"]  # as if written by a version without that option
+    (out / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    assert [r["round"] for r in run(smoke(data_root), out, sinks=[])] == [0, 1]
+    with pytest.raises(ValueError, match="pruning.target_density: existing=None new=0.1"):
+        run(smoke(data_root, "pruning.target_density=0.1"), out, sinks=[])
