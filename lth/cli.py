@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lth.config import Config
@@ -49,6 +50,8 @@ def app(cfg: DictConfig) -> None:
         run(config, out_dir)
     except (ValueError, KeyError, FileNotFoundError) as e:
         logging.getLogger("lth").error("%s", e)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records the failed job, runs the others, and reports the failure at the end
         raise SystemExit(f"lth-run: error: {e}") from None
 
 
