@@ -14,6 +14,11 @@ class Scope(str, Enum):
     global_ = "global"
 
 
+class Granularity(str, Enum):
+    weight = "weight"
+    neuron = "neuron"
+
+
 class Mask0(str, Enum):
     zero = "zero"
     freeze_init = "freeze_init"
@@ -51,6 +56,8 @@ class PruningConfig:
     include: list[str] | None = None  # regexes choosing prunables (default: Linear/Conv weights)
     exclude: list[str] | None = None
     seed: int | None = None  # for the random criterion; None: the lineage seed
+    granularity: Granularity = Granularity.weight  # neuron: whole rows of Linear / filters of Conv (lth.structured)
+    structured_norm: str = "l1"  # granularity=neuron: unit score, l1 | l2 | random (norm of its kept weights)
 
 
 @dataclass
@@ -61,6 +68,9 @@ class TicketConfig:
     rewind_epoch: int = 0  # the same in epochs (converted with the data's steps per epoch)
     mask0: Mask0 = Mask0.zero
     reset_seed: int | None = None  # None: the lineage seed + 1
+    scratch_cap: float | None = None  # scratch_b: at most this many × trainer.max_steps (None: uncapped)
+    finetune_lr: float | None = None  # reset=continue: the optimizer's lr in rounds after 0 (None: unchanged)
+    finetune_steps: int | None = None  # reset=continue: steps of rounds after 0 (None: trainer.max_steps)
 
 
 @dataclass

@@ -124,6 +124,22 @@ def rand_signed_constant(ctx: ResetContext) -> dict[str, Tensor]:
     return out
 
 
+@RESETS.register("scratch_e")
+def scratch_e(ctx: ResetContext) -> dict[str, Tensor]:
+    """A fresh seeded init of the pruned architecture, trained for the dense model's steps (Liu et al.'s scratch-E).
+
+    The runner makes `ctx.fresh` draw the compacted architecture (structured masks) and loads its biases and
+    BatchNorm too (`lth.structured.scratch_state`).
+    """
+    return random_reinit(ctx)
+
+
+@RESETS.register("scratch_b")
+def scratch_b(ctx: ResetContext) -> dict[str, Tensor]:
+    """Scratch-E's init, trained for steps × FLOPs_dense / FLOPs_pruned (Liu et al.'s scratch-B; ticket.scratch_cap)."""
+    return random_reinit(ctx)
+
+
 @RESETS.register("continue")
 def continue_training(ctx: ResetContext) -> dict[str, Tensor]:
     """The current (trained) weights: no reset, i.e. fine-tuning."""

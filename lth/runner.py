@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from lth import masks as masks_lib
+from lth import structured
 from lth.config import Config
 from lth.distributed import MaskAgreement, agree, is_spawn, is_writer, strategy_for, world_size
 from lth.io import FAULT_ENV, fault_point
@@ -115,9 +116,18 @@ class Lineage:
                 f"ticket.rewind_epoch={cfg.ticket.rewind_epoch} is step {self.rewind_step}, not before the round's "
                 f"end trainer.max_steps={cfg.trainer.max_steps}"
             )
+        self.round_max_steps: int | None = None  # this round's training length (scratch-B, fine-tuning), set per round
+        self.example = torch.zeros(1, *self.data.input_shape)
+        self.layout = self._unit_layout() if _value(p.granularity) == "neuron" else None
+        self.flops_dense = structured.flops(self.model, self.example)["flops_dense"]
         if not cfg.branch["from"]:
             counts = {n: p.numel() for n, p in zip(self.manager.names, self.manager.params)}
-            check_schedule(counts, self.fraction, cfg.ticket.rounds, _value(p.scope), self.overrides)
+            overrides = self.overrides
+            if self.layout is not None:  # neuron granularity: the units of the layers that lose them
+                counts = {n: self.manager.masks[n].shape[0] for n in self.layout.removable}
+                matched = match_overrides(self.manager.names, self.overrides)
+                overrides = {re.escape(n): f for n, f in matched.items() if n in counts}
+            check_schedule(counts, self.fraction, cfg.ticket.rounds, _value(p.scope), overrides)
         self.folder.claim(self.cfg_dict, self.defaults)  # all checks passed: lock the folder and write config.yaml
 
     def _add_wandb_sink(self) -> None:
@@ -135,6 +145,14 @@ class Lineage:
                           RuntimeWarning, stacklevel=2)
             return
         self.folder.sinks.append(sink)
+
+    def _unit_layout(self) -> structured.UnitLayout:
+        """Which prunables can lose units (pruning.granularity=neuron); ValueError if none can."""
+        layout = structured.unit_layout(self.model, self.example, self.manager.names)
+        if not layout.removable:
+            why = "; ".join(f"{n}: {reason}" for n, reason in layout.refused.items())
+            raise ValueError(f"pruning.granularity=neuron: no layer of model '{self.cfg.model.name}' can lose units ({why})")
+        return layout
 
     # ----- the loop
     def run(self) -> list[dict[str, Any]]:
@@ -226,7 +244,13 @@ class Lineage:
                 f"{dict(self.cfg.model.args)}): {e}"
             ) from None
         if self.cfg.branch.get("random_mask"):
-            masks = random_masks_like(masks, derive_seed(self.reset_seed, "random_mask", k))
+            seed = derive_seed(self.reset_seed, "random_mask", k)
+            if self.layout is None:
+                masks = random_masks_like(masks, seed)
+            else:  # the same number of units per layer, at random units
+                from lth.pruning import random_neuron_masks_like
+
+                masks = random_neuron_masks_like(masks, self.layout.removable, seed, self.layout.consumers)
         trained = src.load_trained(k - 1) if k > 0 else self.manager.state("init")
         if self.folder.record(k) is None:
             self._reset(masks, self.cfg.ticket.reset, trained, r=k)
@@ -245,8 +269,15 @@ class Lineage:
         gen = torch.Generator().manual_seed(derive_seed(seed, "criterion", r))
         w_final = {n: trained[n] for n in self.manager.names}
         w_init = {n: v.cpu() for n, v in self.manager.weights("init").items()}
-        scores = score(p.criterion, w_init, w_final, generator=gen, masks=masks)
-        new = agree(select(scores, masks, self.fraction, scope=_value(p.scope), overrides=self.overrides))
+        if self.layout is not None:
+            from lth.pruning import neuron_scores, select_neurons
+
+            unit_scores = neuron_scores(p.structured_norm, w_final, masks, generator=gen)
+            new = agree(select_neurons(unit_scores, masks, self.fraction, scope=_value(p.scope), overrides=self.overrides,
+                                       removable=self.layout.removable, consumers=self.layout.consumers))
+        else:
+            scores = score(p.criterion, w_init, w_final, generator=gen, masks=masks)
+            new = agree(select(scores, masks, self.fraction, scope=_value(p.scope), overrides=self.overrides))
         emptied = [n for n, m in new.items() if not bool(m.any())]
         if emptied:
             warnings.warn(f"round {r}: layers {emptied} keep no weights (layer collapse)", RuntimeWarning, stacklevel=2)
@@ -257,6 +288,10 @@ class Lineage:
         tag = "rewind" if self.rewind_step > 0 and self.manager.has_snapshot("rewind") else "init"
         source_state = self.manager.state(tag)
         base = trained_state if reset == "continue" and trained_state is not None else source_state
+        scratch = reset in structured.SCRATCH_RESETS
+        if scratch:  # the pruned (compacted) architecture from a fresh seeded init, biases and BatchNorm included
+            base = structured.scratch_state(self.model, masks, derive_seed(self.reset_seed, "fresh", r), self.example,
+                                            compacted=self.layout is not None)
         self.model.load_state_dict(base)
         if r == 0 and reset == "rewind":
             self.manager.set_masks(masks)
@@ -266,7 +301,8 @@ class Lineage:
             source={n: v.cpu() for n, v in self.manager.weights(tag).items()},
             current={n: v.cpu() for n, v in current.items()},
             masks={n: m.cpu() for n, m in masks.items()},
-            fresh=lambda: self.fresh_weights(derive_seed(self.reset_seed, "fresh", r)),
+            fresh=(lambda: {n: base[n] for n in self.manager.names}) if scratch
+            else (lambda: self.fresh_weights(derive_seed(self.reset_seed, "fresh", r))),
             generator=torch.Generator().manual_seed(derive_seed(self.reset_seed, "reset", r)),
         )
         self.manager.set_masks(masks)
@@ -287,7 +323,8 @@ class Lineage:
         cfg, folder, t = self.cfg, self.folder, self.cfg.trainer
         folder.save_mask(r, masks)
         start = time.perf_counter()
-        module = TicketModule(self.model, optimizer_factory(cfg.optimizer), self.data.num_classes, scheduler_factory(cfg.scheduler))
+        steps, optimizer = self.round_plan(r, masks)
+        module = TicketModule(self.model, optimizer, self.data.num_classes, scheduler_factory(cfg.scheduler))
         callbacks: list[pl.Callback] = [
             ResumableTrainAccuracy(),
             MaskingCallback(self.manager),
@@ -300,6 +337,7 @@ class Lineage:
             callbacks.append(MaskAgreement(self.manager))
         if os.environ.get(FAULT_ENV, "").startswith("step:"):
             callbacks.append(FaultCallback(r))
+        self.round_max_steps = steps
         trainer = self._trainer(r, callbacks)
         ckpt = self._resume_point(r, module)
         evals = [self.data.val_dataloader(), self.data.test_dataloader()]
@@ -344,6 +382,18 @@ class Lineage:
             return None
         return ckpt
 
+    def round_plan(self, r: int, masks: Mapping[str, Tensor]) -> tuple[int, Callable[[Any], torch.optim.Optimizer]]:
+        """Round `r`'s training steps and optimizer: scratch-B's FLOPs budget, fine-tuning's steps and lr."""
+        cfg, tk = self.cfg, self.cfg.ticket
+        reset = tk.reset if r > 0 or cfg.branch["from"] else "none"
+        pruned = structured.flops(self.model, self.data.input_shape, masks)["flops_nonzero"]
+        steps = structured.round_steps(reset, cfg.trainer.max_steps, self.flops_dense, pruned, tk.scratch_cap,
+                                       tk.finetune_steps)
+        factory = optimizer_factory(cfg.optimizer)
+        if reset == "continue" and tk.finetune_lr is not None:
+            factory = with_lr(factory, tk.finetune_lr)
+        return steps, factory
+
     def _trainer(self, r: int, callbacks: list[pl.Callback], single_process: bool = False) -> pl.Trainer:
         t = self.cfg.trainer
         loggers: list[Any] = []
@@ -354,7 +404,7 @@ class Lineage:
         if not is_spawn(t.strategy):  # a W&B run cannot travel to spawned workers
             loggers += [s.curve_logger(r * t.max_steps) for s in self.folder.sinks if hasattr(s, "curve_logger")]
         return pl.Trainer(
-            max_steps=t.max_steps,
+            max_steps=self.round_max_steps or t.max_steps,
             max_epochs=-1,
             val_check_interval=t.eval_every,
             check_val_every_n_epoch=None,
@@ -400,7 +450,11 @@ class Lineage:
             "scope": _value(cfg.pruning.scope),
             "seed": cfg.seed,
             "status": "ok",
+            "granularity": _value(cfg.pruning.granularity),
         }
+        # FLOPs / params per example: dense, non-zero (and the compacted network's under neuron granularity)
+        record.update(structured.round_counts(self.model, self.manager.masks, self.data.input_shape,
+                                              compacted=self.layout is not None))
         if module.nonfinite_step is not None:
             record["status"] = "nonfinite_loss"
             record["nonfinite_step"] = module.nonfinite_step
@@ -481,6 +535,18 @@ def random_masks_like(masks: Mapping[str, Tensor], seed: int) -> dict[str, Tenso
         flat[torch.randperm(m.numel(), generator=gen)[:kept]] = True
         out[n] = flat.reshape(m.shape)
     return out
+
+
+def with_lr(factory: Callable[[Any], torch.optim.Optimizer], lr: float) -> Callable[[Any], torch.optim.Optimizer]:
+    """`factory` with every parameter group's lr set to `lr` (fine-tuning)."""
+
+    def make(params: Any) -> torch.optim.Optimizer:
+        optimizer = factory(params)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return optimizer
+
+    return make
 
 
 def optimizer_factory(spec: Any) -> Callable[[Any], torch.optim.Optimizer]:

@@ -53,8 +53,33 @@ def validate(cfg: Config) -> None:
         raise ValueError(
             f"ticket.rewind_step={tk.rewind_step} must be smaller than the round's length trainer.max_steps={t.max_steps}"
         )
+    _validate_structured(cfg)
     _validate_world(cfg)
     _validate_branch(cfg.branch)
+
+
+def _validate_structured(cfg: Config) -> None:
+    from lth.pruning import NEURON_NORMS
+
+    p, tk = cfg.pruning, cfg.ticket
+    if getattr(p.granularity, "value", p.granularity) == "neuron":
+        if p.structured_norm not in NEURON_NORMS:
+            raise ValueError(f"pruning.structured_norm: {NEURON_NORMS.unknown(p.structured_norm)}")
+        if p.criterion != "large_final":
+            raise ValueError(f"pruning.criterion={p.criterion} is not used with pruning.granularity=neuron; choose the "
+                             f"unit score with pruning.structured_norm ({', '.join(NEURON_NORMS.names())})")
+        if p.output_fraction is not None:
+            raise ValueError("pruning.output_fraction: with pruning.granularity=neuron the output layer's units are "
+                             "never removed; drop it")
+        if getattr(tk.mask0, "value", tk.mask0) != "zero":
+            raise ValueError("ticket.mask0=freeze_init keeps pruned weights at θ0, so removed neurons would still "
+                             "compute; pruning.granularity=neuron needs ticket.mask0=zero")
+    if tk.scratch_cap is not None and not tk.scratch_cap >= 1:
+        raise ValueError(f"ticket.scratch_cap must be >= 1 (a multiple of trainer.max_steps) or null, got {tk.scratch_cap}")
+    if tk.finetune_lr is not None and not tk.finetune_lr > 0:
+        raise ValueError(f"ticket.finetune_lr must be positive or null, got {tk.finetune_lr}")
+    if tk.finetune_steps is not None and tk.finetune_steps < 1:
+        raise ValueError(f"ticket.finetune_steps must be >= 1 or null, got {tk.finetune_steps}")
 
 
 def _validate_world(cfg: Config) -> None:

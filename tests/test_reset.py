@@ -34,7 +34,7 @@ def make_ctx(seed=0, source=None, masks=None):
 def test_registered_names():
     assert set(RESETS) == {
         "rewind", "random_reinit", "reshuffle", "signed_constant", "signed_reinit", "signed_reshuffle",
-        "rand_signed_constant", "continue",
+        "rand_signed_constant", "continue", "scratch_e", "scratch_b",
     }
 
 

@@ -142,6 +142,7 @@ def _lth_run(args, cwd):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # the fork-based kill tests in test_reliability.py cover this in the fast suite
 def test_resume_after_kill_mid_round_equals_uninterrupted(tmp_path, data_root):
     args = ["experiment=smoke", f"data.root={data_root}", "trainer.max_steps=300", "trainer.eval_every=100",
             "trainer.checkpoint_every=25"]

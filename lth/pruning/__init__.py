@@ -1,4 +1,4 @@
-"""Pruning: criteria that score weights and selection that turns scores into smaller masks."""
+"""Pruning: criteria that score weights (or whole units) and selection that turns scores into smaller masks."""
 
 from lth.pruning.criteria import CRITERIA, score
 from lth.pruning.select import (
@@ -9,14 +9,28 @@ from lth.pruning.select import (
     removal_count,
     select,
 )
+from lth.pruning.structured import (
+    NEURON_NORMS,
+    alive_units,
+    apply_units,
+    neuron_scores,
+    random_neuron_masks_like,
+    select_neurons,
+)
 
 __all__ = [
     "CRITERIA",
+    "NEURON_NORMS",
     "SCOPES",
+    "alive_units",
+    "apply_units",
     "density_schedule",
     "expected_counts",
     "fraction_for_density",
+    "neuron_scores",
+    "random_neuron_masks_like",
     "removal_count",
     "score",
     "select",
+    "select_neurons",
 ]
