@@ -1,0 +1,1 @@
+"""lth: lottery-ticket experiments on PyTorch Lightning and Hydra (importing it loads no training dependencies)."""

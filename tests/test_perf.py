@@ -1,0 +1,98 @@
+"""The per-step fast paths keep behaviour: cached uint8 mask views, logging only on logged steps, device-side accuracy."""
+
+import csv
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch import nn
+
+from lth.data import TensorBatches
+from lth.lit import RunningAccuracy, TicketModule
+from lth.masks import MaskManager
+
+
+def test_mask_factors_are_cached_uint8_views_of_the_masks():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    mm = MaskManager(model)
+    first = mm._mask_factors()
+    assert mm._mask_factors() is first  # no per-step work while the masks stay
+    for n, f in zip(mm.names, first):
+        assert f.dtype == torch.uint8 and f.data_ptr() == mm.masks[n].data_ptr()  # views: no extra bytes
+    mm.masks["0.weight"][1] = False  # an in-place edit is seen through the view
+    mm.apply()
+    assert torch.all(model[0].weight[1] == 0) and torch.all(model[0].weight[0] != 0)
+    mm.set_masks({n: torch.ones_like(m) for n, m in mm.masks.items()})
+    assert mm._mask_factors() is not first
+
+
+def test_uint8_factors_mask_exactly_like_bool_masks():
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(50, 40), nn.Linear(40, 3))
+    mm = MaskManager(model)
+    masks = {n: torch.rand(m.shape, generator=g) > 0.7 for n, m in mm.masks.items()}
+    before = {n: p.detach().clone() for n, p in zip(mm.names, mm.params)}
+    mm.set_masks(masks)
+    for n, p in zip(mm.names, mm.params):
+        assert torch.equal(p.detach(), before[n] * masks[n])  # kept values untouched, pruned ones exactly 0
+        p.grad = torch.randn(p.shape, generator=g)
+    grads = {n: p.grad.clone() for n, p in zip(mm.names, mm.params)}
+    mm.mask_grads()
+    assert all(torch.equal(p.grad, grads[n] * masks[n]) for n, p in zip(mm.names, mm.params))
+
+
+class CountingModule(TicketModule):
+    """Counts `self.log` calls per metric name."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log_calls: dict[str, list[int]] = {}
+
+    def log(self, name, *args, **kwargs):
+        self.log_calls.setdefault(name, []).append(self.global_step)
+        return super().log(name, *args, **kwargs)
+
+
+def test_train_loss_is_logged_only_on_the_steps_the_logger_writes(tmp_path):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(80, 6, generator=g), torch.randint(0, 3, (80,), generator=g)
+    module = CountingModule(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)),
+                            lambda p: torch.optim.SGD(p, lr=0.1), num_classes=3)
+    trainer = pl.Trainer(
+        max_steps=10, max_epochs=-1, log_every_n_steps=3, val_check_interval=5, check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, logger=CSVLogger(tmp_path, name="csv", version=""), enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )
+    evals = [TensorBatches(x, y, 40, shuffle=False), TensorBatches(x, y, 40, shuffle=False)]
+    trainer.fit(module, TensorBatches(x, y, 8, shuffle=True), evals)
+    # Lightning writes step metrics when (step + 1) % log_every_n_steps == 0: steps 2, 5 and 8 of 0..9
+    assert module.log_calls["train/loss"] == [2, 5, 8]
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["train/loss"]]
+    assert [int(r["step"]) for r in rows] == [2, 5, 8]
+    assert [h["step"] for h in module.history] == [5, 10]
+
+
+def test_running_accuracy_counts_top1_hits_on_the_device():
+    acc = RunningAccuracy()
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 5.0], [4.0, 0.0, 0.0]])
+    acc.update(logits, torch.tensor([0, 1, 0, 2]))  # hits: rows 0 and 1
+    acc.update(logits[:1], torch.tensor([0]))  # a third hit
+    assert acc.update_count == 2 and int(acc.correct) == 3 and int(acc.total) == 5
+    assert acc.compute().dtype == torch.float32 and acc.compute() == torch.tensor(3.0) / 5
+    dense = torch.zeros(2, 3, 2, 2)  # (N, C, H, W): class 1 wins everywhere but one pixel
+    dense[:, 1] = 1.0
+    dense[0, 2, 0, 0] = 2.0
+    acc.reset()
+    acc.update(dense, torch.ones(2, 2, 2, dtype=torch.long))
+    assert float(acc.compute()) == 7 / 8
+
+
+def test_ticket_module_fast_attribute_path_keeps_module_registration():
+    module = TicketModule(nn.Linear(2, 2), lambda p: torch.optim.SGD(p, lr=0.1), num_classes=2)
+    module._current_fx_name = "training_step"
+    assert module._current_fx_name == "training_step" and "_current_fx_name" not in module._modules
+    module.head = nn.Linear(2, 1)  # everything else still goes through nn.Module.__setattr__
+    assert "head" in module._modules and any(n.startswith("head.") for n, _ in module.named_parameters())
