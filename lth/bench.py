@@ -284,9 +284,9 @@ def _lightning_kit() -> Any:
 
         step_clock: StepClock | None = None
 
-        def _trainer(self, r: int, callbacks: list[pl.Callback]) -> pl.Trainer:
+        def _trainer(self, r: int, callbacks: list[pl.Callback], *args: Any, **kwargs: Any) -> pl.Trainer:
             extra = [self.step_clock] if self.step_clock is not None else []
-            return super()._trainer(r, [*callbacks, *extra])
+            return super()._trainer(r, [*callbacks, *extra], *args, **kwargs)
 
     class BareModule(pl.LightningModule):
         """Lightning's floor: cross-entropy training and val/test loss + accuracy sums, nothing else."""
@@ -996,11 +996,11 @@ def run(
         raise ValueError(f"unknown device '{device}'; valid choices: cpu, cuda")
     if dev.type == "cuda":  # the runner's deterministic=True needs it before cuBLAS starts
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    pruning_threads = pruning_threads or torch.get_num_threads()  # all cores by default (the target is for 2)
     if threads:
         torch.set_num_threads(threads)
     repeats = repeats if repeats is not None else (3 if quick else 5)
     results: dict[str, Any] = {"meta": meta(dev, quick, repeats, warmup)}
+    pruning_threads = pruning_threads or torch.get_num_threads()
     results["meta"]["pruning_threads"] = pruning_threads
     hidden = 256 if quick else 3536  # the memory benchmark's MLP: 0.13M or 25M parameters
     # Quick mode overlaps the subprocess-only sections with the timed ones (its timings are not judged).
@@ -1021,6 +1021,7 @@ def run(
         results["imports"] = imports_results(early.get("imports") or start_import_probe(threads))
     if "startup" in sections:
         results["startup"] = startup_suite(1 if quick else repeats, 0 if quick else warmup, threads)
+    results["meta"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     results["targets"] = check_targets(results)
     return results
 
@@ -1035,9 +1036,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated sections to leave out")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (median; default 5, quick 3)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per figure")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads for the step, memory and start-up figures (OMP_NUM_THREADS in subprocesses)")
-    ap.add_argument("--pruning-threads", type=int, default=None, help="torch threads for pruning (default: all cores)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (OMP_NUM_THREADS in subprocesses); default 1: step figures are then judged on "
+                         "CPU time, which other jobs on the machine barely move")
+    ap.add_argument("--pruning-threads", type=int, default=None, help="torch threads for pruning (default: --threads)")
     args = ap.parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
     sections = [s for s in args.only.split(",") if s and s not in skip]
