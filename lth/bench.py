@@ -715,19 +715,26 @@ def _collect(proc: subprocess.Popen, what: str) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def start_memory_workers(hidden: int, steps: int, device: torch.device, threads: int | None) -> dict[str, Any]:
-    """Start one memory worker process per mode (side by side: each measures its own peak)."""
+def start_memory_workers(
+    hidden: int, steps: int, device: torch.device, threads: int | None, separate: bool = True
+) -> dict[tuple[str, ...], subprocess.Popen]:
+    """Start the memory workers: one process per mode side by side (`separate`), or one running the modes in turn
+    (cheaper; the peak is reset between modes, so it is exact where /proc/self/clear_refs works)."""
     env = _python_env(threads)
     env["MALLOC_MMAP_THRESHOLD_"] = "65536"  # glibc: big tensors in their own mappings, so freed memory leaves the RSS
-    code = "import json, lth.bench as b; print(json.dumps(b.memory_worker({mode!r}, {hidden}, {steps}, {device!r})))"
-    return {m: _python(code.format(mode=m, hidden=hidden, steps=steps, device=str(device)), env) for m in MEMORY_MODES}
+    code = ("import json, lth.bench as b; "
+            "print(json.dumps({{m: b.memory_worker(m, {hidden}, {steps}, {device!r}) for m in {modes!r}}}))")
+    groups = [(m,) for m in MEMORY_MODES] if separate else [MEMORY_MODES]
+    return {g: _python(code.format(modes=g, hidden=hidden, steps=steps, device=str(device)), env) for g in groups}
 
 
-def memory_results(procs: Mapping[str, Any], hidden: int, steps: int) -> dict[str, Any]:
+def memory_results(procs: Mapping[tuple[str, ...], subprocess.Popen], hidden: int, steps: int) -> dict[str, Any]:
     """Peak RSS of the masked runs over the dense one (per parameter), and the size of a saved mask file."""
     from lth import masks as masks_lib
 
-    reports = {mode: _collect(proc, f"memory worker '{mode}'") for mode, proc in procs.items()}
+    reports = {}
+    for modes, proc in procs.items():
+        reports.update(_collect(proc, f"memory worker {', '.join(modes)}"))
     dense = reports["dense"]
     params = dense["params"]
     per_param: dict[str, Any] = {}
@@ -745,8 +752,8 @@ def memory_results(procs: Mapping[str, Any], hidden: int, steps: int) -> dict[st
         if "peak_device_bytes" in r:
             device_extra = r["peak_device_bytes"] - dense["peak_device_bytes"]
             per_param[mode]["extra_device_bytes_per_param"] = device_extra / params
-    return {"hidden": hidden, "steps": steps, "params": params, "workers": reports, "per_param": per_param,
-            "mask_file": mask_file_size(masks_lib, hidden)}
+    return {"hidden": hidden, "steps": steps, "params": params, "processes": len(procs), "workers": reports,
+            "per_param": per_param, "mask_file": mask_file_size(masks_lib, hidden)}
 
 
 def memory_suite(hidden: int, steps: int, device: torch.device, threads: int | None) -> dict[str, Any]:
@@ -989,7 +996,10 @@ def run(
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown benchmark section(s) {unknown}; valid choices: {', '.join(SECTIONS)}")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device '{device}'; valid choices: cpu, cuda") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' asked for but torch.cuda.is_available() is False; valid choices here: cpu")
     if dev.type not in ("cpu", "cuda"):
@@ -1006,7 +1016,7 @@ def run(
     # Quick mode overlaps the subprocess-only sections with the timed ones (its timings are not judged).
     early = {}
     if quick and "memory" in sections:
-        early["memory"] = start_memory_workers(hidden, MEMORY_STEPS, dev, threads)
+        early["memory"] = start_memory_workers(hidden, MEMORY_STEPS, dev, threads, separate=False)
     if quick and "imports" in sections:
         early["imports"] = start_import_probe(threads)
     if "step" in sections:

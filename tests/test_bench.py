@@ -119,6 +119,9 @@ def test_memory_worker_counts_masks_and_snapshots_exactly():
 def test_bad_section_and_device_are_rejected():
     with pytest.raises(ValueError, match="valid choices: step, pruning, memory, imports, startup"):
         bench.run(sections=["steps"])
+    for device in ("tpu", "mps"):
+        with pytest.raises(ValueError, match="valid choices: cpu, cuda"):
+            bench.run(device=device, sections=[])
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch.cuda.is_available"):
             bench.run(device="cuda", sections=[])
