@@ -74,17 +74,23 @@ def random_reinit(ctx: ResetContext) -> dict[str, Tensor]:
     return {n: w.clone() for n, w in _layers(ctx, ctx.fresh(), "fresh draw").items()}
 
 
-@RESETS.register("reshuffle")
-def reshuffle(ctx: ResetContext) -> dict[str, Tensor]:
-    """Per layer, the source values at kept positions randomly permuted among the kept positions."""
+def _shuffle_kept(ctx: ResetContext, keep_signs: bool) -> dict[str, Tensor]:
+    """Per layer, the source values (or magnitudes, with the signs left in place) permuted among kept positions."""
     out = {}
     for n, w in _layers(ctx, ctx.source, "source").items():
         keep = ctx.masks[n].to(device=w.device, dtype=torch.bool)
         kept = w[keep]
+        perm = _permutation(kept.numel(), ctx.generator, w.device)
         new = w.clone()
-        new[keep] = kept[_permutation(kept.numel(), ctx.generator, w.device)]
+        new[keep] = kept.abs()[perm] * _sign(kept) if keep_signs else kept[perm]
         out[n] = new
     return out
+
+
+@RESETS.register("reshuffle")
+def reshuffle(ctx: ResetContext) -> dict[str, Tensor]:
+    """Per layer, the source values at kept positions randomly permuted among the kept positions."""
+    return _shuffle_kept(ctx, keep_signs=False)
 
 
 @RESETS.register("signed_constant")
@@ -104,14 +110,7 @@ def signed_reinit(ctx: ResetContext) -> dict[str, Tensor]:
 @RESETS.register("signed_reshuffle")
 def signed_reshuffle(ctx: ResetContext) -> dict[str, Tensor]:
     """Source magnitudes permuted among the kept positions; the source signs stay in place."""
-    out = {}
-    for n, w in _layers(ctx, ctx.source, "source").items():
-        keep = ctx.masks[n].to(device=w.device, dtype=torch.bool)
-        kept = w[keep]
-        new = w.clone()
-        new[keep] = kept.abs()[_permutation(kept.numel(), ctx.generator, w.device)] * _sign(kept)
-        out[n] = new
-    return out
+    return _shuffle_kept(ctx, keep_signs=True)
 
 
 @RESETS.register("rand_signed_constant")
