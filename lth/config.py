@@ -87,6 +87,7 @@ class TrainerConfig:
     gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
     deterministic: bool = True
+    threads: int | None = None  # torch intra-op threads for this job (None: torch's default); sweeps pin 1 per job
 
 
 @dataclass

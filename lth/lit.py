@@ -149,27 +149,52 @@ class TicketModule(pl.LightningModule):
         return min(finite, key=lambda h: (h["val_loss"], h["step"]))
 
 
+# Optimizers whose update of a weight with zero gradient and zero state is exactly zero (weight decay of a zero weight
+# is zero too). With mask-0 `zero` and masks fixed for the fit, masked gradients alone keep pruned weights at 0 under
+# them, so the after-step pass is skipped (exact types only: a subclass may change the update).
+ZERO_PRESERVING_OPTIMIZERS: tuple[type, ...] = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+
+
 class MaskingCallback(pl.Callback):
-    """Zeroes pruned gradients before each optimizer step (so clipping sees them masked), re-masks after it."""
+    """Zeroes pruned gradients before each optimizer step (so clipping sees them masked), re-masks after it when needed.
+
+    The re-masking pass runs after every step unless the optimizer is one of ZERO_PRESERVING_OPTIMIZERS, mask-0 is
+    `zero` and the masks are those of the fit's start; replacing the masks mid-fit (`set_masks`) turns it on, since the
+    optimizer state of newly pruned weights is not zero.
+    """
 
     def __init__(self, manager: MaskManager) -> None:
         self.manager = manager
         self._hooks: list[Any] = []
+        self._unhooked: list[torch.optim.Optimizer] = []
+        self._masks: Any = None
+
+    def _hook(self, optimizer: torch.optim.Optimizer) -> None:
+        self._hooks.append(optimizer.register_step_post_hook(lambda *_: self.manager.apply()))
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.manager.apply()
+        self._masks = self.manager.masks
         for optimizer in trainer.optimizers:
-            self._hooks.append(optimizer.register_step_post_hook(lambda *_: self.manager.apply()))
+            if self.manager.mask0 == "zero" and type(optimizer) in ZERO_PRESERVING_OPTIMIZERS:
+                self._unhooked.append(optimizer)
+            else:
+                self._hook(optimizer)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
+        self._unhooked.clear()
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         self.manager.mask_grads()
+        if self._unhooked and self.manager.masks is not self._masks:
+            for unhooked in self._unhooked:
+                self._hook(unhooked)
+            self._unhooked.clear()
 
     def state_dict(self) -> dict[str, Any]:
         return {"manager": self.manager.state_dict()}

@@ -568,8 +568,14 @@ def scheduler_factory(spec: Any) -> Callable[[torch.optim.Optimizer], Any] | Non
 
 def run(cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) one lineage (a supermask experiment if supermask.method is set) into `out_dir`."""
-    if cfg.supermask.method:
-        from lth.supermask.runner import run_supermask
+    before = torch.get_num_threads()
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    try:
+        if cfg.supermask.method:
+            from lth.supermask.runner import run_supermask
 
-        return run_supermask(cfg, out_dir, sinks)
-    return Lineage(cfg, out_dir, sinks).run()
+            return run_supermask(cfg, out_dir, sinks)
+        return Lineage(cfg, out_dir, sinks).run()
+    finally:
+        torch.set_num_threads(before)

@@ -43,6 +43,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"trainer.max_steps must be positive, got {t.max_steps}")
     if t.eval_every <= 0:
         raise ValueError(f"trainer.eval_every must be positive, got {t.eval_every}")
+    if t.threads is not None and t.threads < 1:
+        raise ValueError(f"trainer.threads must be a positive number of threads or null (torch's default), got {t.threads}")
     if tk.rounds < 0:
         raise ValueError(f"ticket.rounds must be >= 0, got {tk.rounds}")
     if tk.rewind_step < 0 or tk.rewind_epoch < 0:

@@ -23,6 +23,9 @@ OPTIMIZERS = {
     "sgd_nesterov": lambda p, wd: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=wd),
     "adam": lambda p, wd: torch.optim.Adam(p, lr=0.05, weight_decay=wd),
     "adamw": lambda p, wd: torch.optim.AdamW(p, lr=0.05, weight_decay=wd),
+    "adam_fused_amsgrad": lambda p, wd: torch.optim.Adam(p, lr=0.05, weight_decay=wd, fused=True, amsgrad=True),
+    "adamw_fused": lambda p, wd: torch.optim.AdamW(p, lr=0.05, weight_decay=wd, fused=True),
+    "rmsprop_momentum": lambda p, wd: torch.optim.RMSprop(p, lr=0.01, momentum=0.9, weight_decay=wd),  # re-masked
 }
 
 

@@ -127,3 +127,52 @@ def test_eval_history_and_early_stop(tmp_path):
     assert module.history[-1]["test_loss"] == pytest.approx(float(nn.functional.cross_entropy(logits, y)), rel=1e-5)
     best = min(module.history, key=lambda h: h["val_loss"])
     assert module.early_stop() == best
+
+
+class _Optimizers:
+    def __init__(self, *optimizers):
+        self.optimizers = list(optimizers)
+
+
+def test_after_step_pass_only_where_masked_gradients_do_not_suffice():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    for mask0, optimizer, hooked in (
+        ("zero", torch.optim.Adam(model.parameters()), 0),
+        ("zero", torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), 0),
+        ("zero", torch.optim.RMSprop(model.parameters()), 1),  # not known to keep zero weights at zero
+        ("freeze_init", torch.optim.Adam(model.parameters()), 1),  # pruned weights sit at θ0: decay would move them
+    ):
+        cb = MaskingCallback(MaskManager(model, mask0=mask0))
+        cb.on_fit_start(_Optimizers(optimizer), None)
+        assert len(cb._hooks) == hooked, (mask0, type(optimizer).__name__)
+        cb.on_fit_end(_Optimizers(optimizer), None)
+
+
+def test_masks_replaced_mid_fit_keep_newly_pruned_weights_at_zero():
+    """Momentum of a weight pruned mid-fit is not zero: the after-step pass turns on and holds it at 0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    mm = MaskManager(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    cb = MaskingCallback(mm)
+    cb.on_fit_start(_Optimizers(optimizer), None)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+
+    def step():
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        cb.on_before_optimizer_step(None, None, optimizer)
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    assert not cb._hooks  # SGD, mask-0 zero, masks of the fit's start: gradients masking suffices
+    masks = {n: torch.rand(m.shape, generator=torch.Generator().manual_seed(1)) > 0.5 for n, m in mm.masks.items()}
+    mm.set_masks(masks)
+    for _ in range(3):
+        step()
+        for n, p in zip(mm.names, mm.params):
+            assert torch.all(p.detach()[~masks[n]] == 0), n
+    assert len(cb._hooks) == 1
+    cb.on_fit_end(_Optimizers(optimizer), None)

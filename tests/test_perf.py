@@ -96,3 +96,21 @@ def test_ticket_module_fast_attribute_path_keeps_module_registration():
     assert module._current_fx_name == "training_step" and "_current_fx_name" not in module._modules
     module.head = nn.Linear(2, 1)  # everything else still goes through nn.Module.__setattr__
     assert "head" in module._modules and any(n.startswith("head.") for n, _ in module.named_parameters())
+
+
+def test_step_overhead_regression_guard():
+    """A short LeNet round stays under 1.6x a raw loop's per-step time (the real figure lives in scripts/bench.py)."""
+    from dataclasses import replace
+
+    from lth import bench
+
+    case = replace(bench.STEP_CASES["lenet_300_100"], steps=300, eval_every=100, contenders=("raw", "lth"))
+    ratios = []
+    for _ in range(3):  # a busy machine only ever makes a run slower: one clean measurement under the bound suffices
+        with bench._threads(1):
+            result = bench.step_suite({"lenet": case}, torch.device("cpu"), repeats=3, warmup=1)
+        ratios.append(result["lenet"]["judged_ratio"]["lth"])
+        print(f"step overhead {ratios[-1]:.3f}x")
+        if ratios[-1] <= 1.6:
+            break
+    assert min(ratios) <= 1.6, f"lth's masked step is {min(ratios):.2f}x the raw loop (bound 1.6x): {ratios}"

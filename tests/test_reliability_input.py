@@ -53,6 +53,7 @@ def finished(tmp_path_factory, data_root):
         (["pruning.include=[conv.*]"], r"the model has no prunable parameters .*include=\['conv.\*'\]"),
         (["pruning.exclude=[.*]"], "the model has no prunable parameters"),
         (["+pruning.overrides.conv1=0.1"], r"override keys \['conv1'\] match no layer; layers: hidden.0.weight, "),
+        (["trainer.threads=0"], r"trainer.threads must be a positive number of threads or null .*, got 0"),
         (["trainer=ddp_cpu", "data.batch_size=33"],
          r"data.batch_size=33 must be divisible by the 2 processes \(trainer.devices=2 x trainer.num_nodes=1\)"),
     ],

@@ -205,3 +205,19 @@ def test_a_run_written_before_an_option_existed_still_resumes(tmp_path, data_roo
     assert [r["round"] for r in run(smoke(data_root), out, sinks=[])] == [0, 1]
     with pytest.raises(ValueError, match="pruning.target_density: existing=None new=0.1"):
         run(smoke(data_root, "pruning.target_density=0.1"), out, sinks=[])
+
+
+def test_trainer_threads_holds_for_the_run_and_is_restored(tmp_path, data_root, monkeypatch):
+    seen = []
+    real = torch.optim.Adam
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", spy)
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    run(compose_config(["experiment=smoke", f"data.root={data_root}", f"trainer.threads={target}"]), tmp_path / "r")
+    assert seen and set(seen) == {target}  # every round's optimizer was built under the job's thread count
+    assert torch.get_num_threads() == before

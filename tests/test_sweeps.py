@@ -29,6 +29,7 @@ def test_joblib_runs_two_jobs_in_parallel_and_a_rerun_skips_them(tmp_path, data_
     assert sorted(found) == ["seed=0", "seed=1"]
     assert all([r["round"] for r in recs] == [0, 1] for recs in found.values())
     assert found["seed=0"][1]["test_acc"] != found["seed=1"][1]["test_acc"]
+    assert all("threads: 1" in (sweep / k / "config.yaml").read_text() for k in found)  # one torch thread per job
     before = {k: (sweep / k / "round_01" / "trained.pt").stat().st_mtime_ns for k in found}
     p = lth_run(args, tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
