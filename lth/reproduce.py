@@ -1,0 +1,275 @@
+"""Reproduction studies: many lineages (variants × seeds, branches after their sources) run in worker processes, their
+round records gathered into one frame, and a results page with mean ± std tables and a figure."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import logging
+import math
+import multiprocessing
+import re
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One lineage of a study: its folder (under the study's out dir), Hydra overrides and the labels of its rows."""
+
+    folder: str
+    overrides: tuple[str, ...]
+    labels: Mapping[str, Any] = field(default_factory=dict)
+    after: tuple[str, ...] = ()  # folders of jobs that must finish first (the sources of a branch)
+
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore")
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _run_one(overrides: Sequence[str], folder: str) -> tuple[str | None, float]:
+    """Run one lineage in this process; (error or None, seconds)."""
+    from lth.cli import compose_config
+    from lth.runner import run
+
+    _quiet()
+    t0 = time.perf_counter()
+    try:
+        run(compose_config(list(overrides)), folder, sinks=[])
+    except Exception as e:  # noqa: BLE001  (one failed lineage must not lose the others)
+        return f"{type(e).__name__}: {e}", time.perf_counter() - t0
+    return None, time.perf_counter() - t0
+
+
+def run_jobs(jobs: Sequence[Job], out: str | Path, common: Sequence[str] = (), workers: int = 2,
+             log: Callable[[str], None] = print) -> None:
+    """Run every job (finished lineages are skipped by the runner) with `workers` processes of one torch thread each."""
+    out = Path(out)
+    folders = [j.folder for j in jobs]
+    if len(set(folders)) != len(folders):
+        raise ValueError("two jobs of a study share a folder")
+    unknown = {a for j in jobs for a in j.after} - set(folders)
+    if unknown:
+        raise ValueError(f"jobs wait for folders no job writes: {sorted(unknown)}")
+    # trainer.threads=1 always (not only with several workers): it is part of each lineage's guarded config
+    args = {j.folder: ([*common, *j.overrides, "trainer.threads=1"], str(out / j.folder)) for j in jobs}
+    pending, done, failed = list(jobs), set(), {}
+    pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+    running: dict[Any, str] = {}
+    try:
+        while pending or running:
+            for j in [j for j in pending if all(a in done or a in failed for a in j.after)]:
+                pending.remove(j)
+                if any(a in failed for a in j.after):
+                    failed[j.folder] = f"its source failed: {[a for a in j.after if a in failed]}"
+                    continue
+                if pool is None:
+                    _finish(j.folder, *_run_one(*args[j.folder]), done, failed, log)
+                else:
+                    running[pool.submit(_run_one, *args[j.folder])] = j.folder
+            if running:
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    _finish(running.pop(fut), *fut.result(), done, failed, log)
+            elif pending and not any(all(a in done or a in failed for a in j.after) for j in pending):
+                raise ValueError(f"jobs wait on each other in a cycle: {[j.folder for j in pending]}")
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(jobs)} lineages failed: " +
+                           "; ".join(f"{k}: {v}" for k, v in failed.items()))
+
+
+def _finish(folder: str, error: str | None, seconds: float, done: set, failed: dict, log: Callable) -> None:
+    (failed.__setitem__(folder, error) if error else done.add(folder))
+    log(f"{'FAILED' if error else 'done'} {folder} ({seconds:.0f} s){': ' + error if error else ''}")
+
+
+def frame(jobs: Sequence[Job], out: str | Path) -> Any:
+    """One row per job × round record (pandas.DataFrame): the job's labels, `folder`, and the record's fields."""
+    import pandas as pd
+
+    from lth.record import RunFolder
+
+    rows = []
+    for j in jobs:
+        for rec in RunFolder(Path(out) / j.folder, writer=False).rounds():
+            rec = {k: v for k, v in rec.items() if k != "layer_density"}
+            rows.append({**j.labels, "folder": j.folder, **rec})
+    return pd.DataFrame(rows)
+
+
+def mean_std(xs: Iterable[float], scale: float = 100.0, digits: int = 1) -> str:
+    """'m ± s' of the finite values (sample std; a lone value alone; '–' for none), times `scale`."""
+    v = [scale * float(x) for x in xs if x is not None and math.isfinite(float(x))]
+    if not v:
+        return "–"
+    m = f"{statistics.mean(v):.{digits}f}"
+    return f"{m} ± {statistics.stdev(v):.{digits}f}" if len(v) > 1 else m
+
+
+def markdown(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table, first column left-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def grid(df: Any, row: str, col: str, metric: str, row_fmt: Callable[[Any], str] = str,
+         cols: Sequence[Any] | None = None, scale: float = 100.0, digits: int = 1) -> str:
+    """Markdown table of `metric` (mean ± std over the rows sharing a cell) with `row` values down and `col` across."""
+    cols = list(cols) if cols is not None else list(dict.fromkeys(df[col]))
+    out = []
+    for r in sorted(set(df[row]), key=lambda x: (-x) if isinstance(x, (int, float)) else str(x)):
+        sub = df[df[row] == r]
+        out.append([row_fmt(r), *(mean_std(sub[sub[col] == c][metric], scale, digits) for c in cols)])
+    return markdown([row, *map(str, cols)], out)
+
+
+def plot_vs_density(ax: Any, df: Any, metric: str, by: str, order: Sequence[Any] | None = None,
+                    density: str = "density", scale: float = 100.0, **style: Any) -> None:
+    """Mean line with a ±1 std band per `by` value against density (log axis, densest on the left)."""
+    for name in (order if order is not None else list(dict.fromkeys(df[by]))):
+        sub = df[df[by] == name]
+        if sub.empty:
+            continue
+        g = sub.groupby(sub[density].round(6))[metric]
+        m, s = g.mean() * scale, g.std().fillna(0) * scale
+        (line,) = ax.plot(m.index, m.values, marker="o", ms=3, label=str(name), **style)
+        ax.fill_between(m.index, (m - s).values, (m + s).values, alpha=0.15, color=line.get_color())
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("density (fraction of prunable weights kept)")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def write_page(path: str | Path, title: str, body: str) -> Path:
+    """Write `body` between the page's results markers, keeping the hand-written text around them."""
+    path = Path(path)
+    block = f"{START}\n{body.strip()}\n{END}"
+    if path.exists():
+        text = path.read_text()
+        if START in text and END in text:
+            text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, count=1, flags=re.DOTALL)
+        else:
+            raise ValueError(f"{path} exists without results markers: refusing to overwrite it")
+    else:
+        text = f"# {title}\n\n{block}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def parser(name: str, doc: str, seeds: int = 3) -> argparse.ArgumentParser:
+    """The options every reproduction script shares (its own are added by the script)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(seeds)))
+    ap.add_argument("--out", default=f"runs/repro/{name}", help="the study's lineage folders")
+    ap.add_argument("--page", default=f"docs/results/{name}.md", help="results page (text outside its markers kept)")
+    ap.add_argument("--figure", default=None, help="PNG figure (default: next to the page, <name>.png)")
+    ap.add_argument("--workers", type=int, default=2, help="lineages trained at once (one torch thread each)")
+    ap.add_argument("--data-root", default="data")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline in seconds, not the claim")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides for every lineage (e.g. experiment=lth_lenet_mnist)")
+    return ap
+
+
+def figure_path(args: argparse.Namespace) -> Path:
+    """The figure's path: --figure, else the page's with .png."""
+    return Path(args.figure) if args.figure else Path(args.page).with_suffix(".png")
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save a matplotlib figure as PNG (Agg backend; no display needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def subplots(n: int = 1, width: float = 5.0, height: float = 3.6) -> tuple[Any, Any]:
+    """A row of `n` matplotlib axes on the Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def describe(args: argparse.Namespace, script: str, common: Sequence[str]) -> str:
+    """The command and settings line that heads a generated results block."""
+    extra = " ".join(args.overrides)
+    return (f"Generated by `python scripts/repro_{script}.py{' --quick' if args.quick else ''}"
+            f"{' ' + extra if extra else ''}` — seeds {args.seeds}; every lineage: `{' '.join(common)}`.")
+
+
+def study_main(name: str, title: str, doc: str, jobs: Callable[[argparse.Namespace, Path], list[Job]],
+               report: Callable[[Any, argparse.Namespace], tuple[str, Any]], experiment: str = "lth_mnist1d",
+               quick: Sequence[str] = ("trainer.max_steps=20", "trainer.eval_every=10", "trainer.checkpoint_every=0"),
+               add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+               argv: Sequence[str] | None = None) -> Any:
+    """A reproduction script's main: parse options, run the study's lineages, write its page and figure; the frame."""
+    ap = parser(name, doc)
+    ap.add_argument("--experiment", default=None,
+                    help=f"base preset of every lineage (default {experiment}; --quick: smoke)")
+    if add_args:
+        add_args(ap)
+    args = ap.parse_args(argv)
+    args.experiment = args.experiment or ("smoke" if args.quick else experiment)
+    common = [f"experiment={args.experiment}", f"data.root={args.data_root}", *(quick if args.quick else ()),
+              *args.overrides]
+    out = Path(args.out).resolve()
+    study = jobs(args, out)
+    _quiet()
+    print(f"{name}: {len(study)} lineages into {out} with {args.workers} worker(s)", flush=True)
+    run_jobs(study, out, common, args.workers, log=lambda s: print(s, flush=True))
+    df = frame(study, out)
+    body, fig = report(df, args)
+    png = save_figure(fig, figure_path(args))
+    page = Path(args.page)
+    rel = Path(png).resolve().relative_to(page.resolve().parent) if png.resolve().is_relative_to(
+        page.resolve().parent) else png.resolve()
+    write_page(page, title, f"{describe(args, name, common)}\n\n{body.strip()}\n\n![{title}]({rel.as_posix()})")
+    print(body, flush=True)
+    return df
+
+
+def density_report(df: Any, by: str, order: Sequence[Any], title: str, density_rows: str = "density %") -> tuple[str, Any]:
+    """The usual report of variants along a pruning trajectory: end-of-training and early-stop test accuracy tables
+    (density rows × `by` columns, mean ± std over seeds), the early-stop step, and a 3-panel figure."""
+    df = df.copy()
+    df[density_rows] = (100 * df["density"]).round(1)
+    pct = lambda d: f"{d:.1f}"
+    body = "\n\n".join([
+        "### Test accuracy at the end of training (%)",
+        grid(df, density_rows, by, "test_acc", pct, order),
+        "### Test accuracy at the early-stop step (minimum validation loss) (%)",
+        grid(df, density_rows, by, "early_stop_test_acc", pct, order),
+        "### Early-stop step",
+        grid(df, density_rows, by, "early_stop_step", pct, order, scale=1, digits=0),
+    ])
+    fig, axes = subplots(3, width=4.6)
+    for ax, metric, label in ((axes[0], "test_acc", "test accuracy, end of training (%)"),
+                              (axes[1], "early_stop_test_acc", "test accuracy at early stop (%)"),
+                              (axes[2], "early_stop_step", "early-stop step")):
+        plot_vs_density(ax, df, metric, by, order, scale=1 if metric == "early_stop_step" else 100)
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{title} (mean ± std over seeds)")
+    return body, fig
