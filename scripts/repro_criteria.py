@@ -1,10 +1,10 @@
 """Mask criteria (Zhou et al. 2019): IMP with each criterion, rewound to θ0, along the same density trajectory.
 
-    python scripts/repro_criteria.py                     # MNIST-1D, 7 criteria × 3 seeds: ~12 min on 2 cores
+    python scripts/repro_criteria.py                     # MNIST-1D, 7 criteria × 3 seeds: ~17 min on 2 cores
     python scripts/repro_criteria.py --experiment lth_lenet_mnist data.root=/path/to/mnist
 
-Per criterion and seed one lineage: 5 rounds of 50% of each hidden layer (output layer 25%), 1,000 steps each
-(MNIST-1D's validation loss bottoms out near step 200–300), density 100% → 3.5%. The lineage of `large_final` is the
+Per criterion and seed one lineage: 7 rounds of 50% of each hidden layer (output layer 25%), 1,000 steps each
+(MNIST-1D's validation loss bottoms out near step 200–300), density 100% → 1.0%. The lineage of `large_final` is the
 one scripts/repro_signs.py uses for `rewind` (same folder under the shared default --out, trained once).
 Writes docs/results/criteria.md (+ .png).
 """
@@ -19,7 +19,7 @@ from lth.reproduce import Job, density_report, study_main
 CRITERIA = ("large_final", "magnitude_increase", "movement", "large_init_large_final", "random", "small_final",
             "small_init_small_final")
 # Zhou's setting here: 50% per round of each hidden layer, the output layer at half that rate
-SETTINGS = ("ticket.rounds=5", "pruning.fraction=0.5", "pruning.output_fraction=0.25", "trainer.max_steps=1000")
+SETTINGS = ("ticket.rounds=7", "pruning.fraction=0.5", "pruning.output_fraction=0.25", "trainer.max_steps=1000")
 QUICK_SETTINGS = ("ticket.rounds=2", "pruning.fraction=0.5", "pruning.output_fraction=0.25")
 
 

@@ -60,7 +60,8 @@ def report(df, args: argparse.Namespace):
         rows.append([f"{100 * d:.1f}", *cells])
     return "\n\n".join([
         body,
-        "### Rewound minus random reinit at the same mask (end of training, percentage points, paired by seed)",
+        ("### Rewound minus random reinit at the same density (end of training, percentage points, paired by seed; "
+        "the random reinit keeps the θ0 ticket's mask, so only the θ0 column compares the same mask)"),
         markdown(["density %", *args.variants[:-1]], rows),
     ]), fig
 

@@ -1,6 +1,6 @@
 """Rethinking the Value of Network Pruning (Liu et al. 2019): scratch baselines of filter pruning, and tickets vs lr.
 
-    python scripts/repro_rethinking.py                   # both parts, 3 seeds, 39 lineages: ~8 min on 2 cores
+    python scripts/repro_rethinking.py                   # both parts, 3 seeds, 39 lineages: ~7 min on 2 cores
 
 (a) Structured pruning. Per seed, one `experiment=structured_cnn1d_mnist1d` lineage: the MNIST-1D CNN trained dense
 (round 0, 1,500 steps), then 50% of each conv's filters removed by L1 norm and the survivors fine-tuned for 375 steps

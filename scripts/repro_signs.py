@@ -1,6 +1,6 @@
 """Resets and signs (Zhou et al. 2019): what the kept weights become each round, and what the pruned ones are.
 
-    python scripts/repro_signs.py                        # MNIST-1D, 7 variants × 3 seeds: ~12 min on 2 cores
+    python scripts/repro_signs.py                        # MNIST-1D, 8 variants × 3 seeds: ~17 min on 2 cores
     python scripts/repro_signs.py --experiment lth_lenet_mnist data.root=/path/to/mnist
 
 IMP lineages with the large_final criterion and the settings of scripts/repro_criteria.py (its `large_final` lineage
