@@ -15,6 +15,11 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
         "$PY" -m pip install "torch==${LTH_TORCH_VERSION:-2.13.0}"
     fi
 fi
+if ! "$PY" -c "import sys, torch; v = tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(v < (2, 4))"; then
+    echo "torch $("$PY" -c 'import torch; print(torch.__version__)') is installed; lth needs torch >= 2.4 (fused Adam on" \
+         "CPU). Upgrade your torch build (same CUDA index as before), or uninstall it to get torch==2.13.0." >&2
+    exit 1
+fi
 extra=""
 [ "${1:-}" = "dev" ] && extra="[dev]"
 "$PY" -m pip install -e ".${extra}"
