@@ -122,12 +122,13 @@ class Lineage:
         self.flops_dense = structured.flops(self.model, self.example)["flops_dense"]
         if not cfg.branch["from"]:
             counts = {n: p.numel() for n, p in zip(self.manager.names, self.manager.params)}
-            overrides = self.overrides
+            overrides, unit = self.overrides, "weight"
             if self.layout is not None:  # neuron granularity: the units of the layers that lose them
                 counts = {n: self.manager.masks[n].shape[0] for n in self.layout.removable}
                 matched = match_overrides(self.manager.names, self.overrides)
                 overrides = {re.escape(n): f for n, f in matched.items() if n in counts}
-            check_schedule(counts, self.fraction, cfg.ticket.rounds, _value(p.scope), overrides)
+                unit = "unit"
+            check_schedule(counts, self.fraction, cfg.ticket.rounds, _value(p.scope), overrides, unit)
         self.folder.claim(self.cfg_dict, self.defaults)  # all checks passed: lock the folder and write config.yaml
 
     def _add_wandb_sink(self) -> None:

@@ -98,9 +98,9 @@ def _validate_world(cfg: Config) -> None:
 
 
 def check_schedule(counts: Mapping[str, int], fraction: float, rounds: int, scope: str = "layerwise",
-                   overrides: Mapping[str, float] | None = None) -> None:
+                   overrides: Mapping[str, float] | None = None, unit: str = "weight") -> None:
     """Raise ValueError if pruning `rounds` rounds at `fraction` would leave a layer (layerwise, overrides) or the
-    global pool with no weight: that density is unreachable."""
+    global pool with no `unit` (weight, or unit under neuron granularity): that density is unreachable."""
     from lth.pruning import removal_count
     from lth.pruning.select import match_overrides
 
@@ -116,9 +116,9 @@ def check_schedule(counts: Mapping[str, int], fraction: float, rounds: int, scop
             if kept[what] < 1:
                 label = what if what == "the global pool" else f"layer '{what}'"
                 raise ValueError(
-                    f"density unreachable: pruning {frac:g} of the remaining weights per round would leave "
-                    f"{label} ({sum(counts[n] for n in names)} weights) with none by round {r} of {rounds}; "
-                    "every pruned layer must keep at least 1 weight. Use a higher pruning.target_density, a smaller "
+                    f"density unreachable: pruning {frac:g} of the remaining {unit}s per round would leave "
+                    f"{label} ({sum(counts[n] for n in names)} {unit}s) with none by round {r} of {rounds}; "
+                    f"every pruned layer must keep at least 1 {unit}. Use a higher pruning.target_density, a smaller "
                     "pruning.fraction or fewer ticket.rounds."
                 )
 
