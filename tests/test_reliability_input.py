@@ -55,8 +55,8 @@ def finished(tmp_path_factory, data_root):
         (["+pruning.overrides.conv1=0.1"], r"override keys \['conv1'\] match no layer; layers: hidden.0.weight, "),
         # neuron granularity counts units: smoke's 32 hidden units lose round(28.8) = 29, then all 3 (round(2.7))
         (["pruning.granularity=neuron", "pruning.fraction=0.9", "ticket.rounds=2"],
-         r"pruning 0.9 of the remaining units per round would leave layer 'hidden.0.weight' \(32 units\) with none by "
-         r"round 2 of 2; every pruned layer must keep at least 1 unit"),
+         (r"pruning 0.9 of the remaining units per round would leave layer 'hidden.0.weight' \(32 units\) with none by "
+         r"round 2 of 2; every pruned layer must keep at least 1 unit")),
         (["trainer.threads=0"], r"trainer.threads must be a positive number of threads or null .*, got 0"),
         (["trainer=ddp_cpu", "data.batch_size=33"],
          r"data.batch_size=33 must be divisible by the 2 processes \(trainer.devices=2 x trainer.num_nodes=1\)"),
