@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lth.io import atomic_write_text
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -60,28 +62,33 @@ def run_jobs(jobs: Sequence[Job], out: str | Path, common: Sequence[str] = (), w
     unknown = {a for j in jobs for a in j.after} - set(folders)
     if unknown:
         raise ValueError(f"jobs wait for folders no job writes: {sorted(unknown)}")
+    _check_acyclic(jobs)
     # trainer.threads=1 always (not only with several workers): it is part of each lineage's guarded config
     args = {j.folder: ([*common, *j.overrides, "trainer.threads=1"], str(out / j.folder)) for j in jobs}
-    pending, done, failed = list(jobs), set(), {}
+    pending, settled, failed = list(jobs), set(), {}
+
+    def finish(folder: str, error: str | None, seconds: float) -> None:
+        settled.add(folder)
+        if error:
+            failed[folder] = error
+        log(f"{'FAILED' if error else 'done'} {folder} ({seconds:.0f} s){': ' + error if error else ''}")
+
     pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
     running: dict[Any, str] = {}
     try:
         while pending or running:
-            for j in [j for j in pending if all(a in done or a in failed for a in j.after)]:
+            for j in [j for j in pending if settled.issuperset(j.after)]:
                 pending.remove(j)
                 if any(a in failed for a in j.after):
-                    failed[j.folder] = f"its source failed: {[a for a in j.after if a in failed]}"
-                    continue
-                if pool is None:
-                    _finish(j.folder, *_run_one(*args[j.folder]), done, failed, log)
+                    finish(j.folder, f"its source failed: {[a for a in j.after if a in failed]}", 0.0)
+                elif pool is None:
+                    finish(j.folder, *_run_one(*args[j.folder]))
                 else:
                     running[pool.submit(_run_one, *args[j.folder])] = j.folder
             if running:
-                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                for fut in finished:
-                    _finish(running.pop(fut), *fut.result(), done, failed, log)
-            elif pending and not any(all(a in done or a in failed for a in j.after) for j in pending):
-                raise ValueError(f"jobs wait on each other in a cycle: {[j.folder for j in pending]}")
+                completed, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in completed:
+                    finish(running.pop(fut), *fut.result())
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -90,9 +97,15 @@ def run_jobs(jobs: Sequence[Job], out: str | Path, common: Sequence[str] = (), w
                            "; ".join(f"{k}: {v}" for k, v in failed.items()))
 
 
-def _finish(folder: str, error: str | None, seconds: float, done: set, failed: dict, log: Callable) -> None:
-    (failed.__setitem__(folder, error) if error else done.add(folder))
-    log(f"{'FAILED' if error else 'done'} {folder} ({seconds:.0f} s){': ' + error if error else ''}")
+def _check_acyclic(jobs: Sequence[Job]) -> None:
+    """Refuse jobs that wait on each other in a cycle (they could never start)."""
+    left = {j.folder: set(j.after) for j in jobs}
+    while left:
+        free = {f for f, after in left.items() if not after & left.keys()}
+        if not free:
+            raise ValueError(f"jobs wait on each other in a cycle: {sorted(left)}")
+        for f in free:
+            del left[f]
 
 
 def frame(jobs: Sequence[Job], out: str | Path) -> Any:
@@ -165,9 +178,7 @@ def write_page(path: str | Path, title: str, body: str) -> Path:
     else:
         text = f"# {title}\n\n{block}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, text)
     return path
 
 
