@@ -11,7 +11,7 @@ from lth import analysis
 from lth.cli import compose_config
 from lth.runner import run
 
-NOTEBOOKS = os.path.join(os.path.dirname(__file__), "..", "notebooks")
+NOTEBOOKS = os.path.join(os.path.dirname(__file__), "..", "..", "notebooks")
 
 
 @pytest.fixture(scope="module")

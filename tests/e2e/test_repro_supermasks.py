@@ -9,7 +9,7 @@ import torch
 from lth.record import RunFolder
 from lth.supermask import heuristic_masks
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "repro_supermasks.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "repro_supermasks.py"
 SEEDS, DENSITIES, KS = (0, 1), (0.1, 0.5), (0.3, 1.0)
 
 

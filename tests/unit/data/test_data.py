@@ -23,7 +23,7 @@ def test_import_does_not_load_heavy_packages() -> None:
         "import lth.data, sys; bad = [m for m in ('sklearn', 'mnist1d', 'torchvision', 'wandb') if m in sys.modules];"
         " assert not bad, bad"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[3])
 
 
 def test_registry_and_build_errors() -> None:

@@ -9,7 +9,7 @@ import torch
 
 from lth.record import RunFolder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import yaml
 
 from lth.record import RunFolder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEEDS = (0, 1)
 LRS = ("0.1", "0.01")
 QUICK_STEPS = 20  # lth.reproduce's quick trainer.max_steps
