@@ -10,7 +10,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,8 @@ class ConsoleSink:
 class Lineage:
     """One lineage: builds data, model and mask manager from a config and runs (or resumes) its rounds."""
 
-    def __init__(self, cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None) -> None:
+    def __init__(self, cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None, *,
+                 datamodule: Any = None, callbacks: Sequence[pl.Callback] = ()) -> None:
         from lth.data import build_datamodule
         from lth.models import build_model, reinitialize
         from lth.validate import check_schedule, validate
@@ -94,7 +95,8 @@ class Lineage:
         kwargs.update({k: v for k, v in (("val_size", d.val_size), ("num_train", d.num_train)) if v is not None})
         if d.download:
             kwargs["download"] = True
-        self.data = build_datamodule(d.name, **kwargs, **d.args)
+        self.extra_callbacks = list(callbacks)
+        self.data = datamodule if datamodule is not None else build_datamodule(d.name, **kwargs, **d.args)
         self.data.setup("fit")
         self.model: nn.Module = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes, **cfg.model.args)
         reinitialize(self.model, derive_seed(cfg.seed, "init"))
@@ -336,6 +338,7 @@ class Lineage:
             callbacks.append(RewindCallback(self.manager, self.rewind_step))
         if world_size(t.devices, t.num_nodes) > 1:
             callbacks.append(MaskAgreement(self.manager))
+        callbacks += self.extra_callbacks
         if os.environ.get(FAULT_ENV, "").startswith("step:"):
             callbacks.append(FaultCallback(r))
         self.round_max_steps = steps
@@ -567,7 +570,8 @@ def scheduler_factory(spec: Any) -> Callable[[torch.optim.Optimizer], Any] | Non
     return optimizer_factory(spec)
 
 
-def run(cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None) -> list[dict[str, Any]]:
+def run(cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None, *, datamodule: Any = None,
+        callbacks: Sequence[pl.Callback] = ()) -> list[dict[str, Any]]:
     """Run (or resume) one lineage (a supermask experiment if supermask.method is set) into `out_dir`."""
     before = torch.get_num_threads()
     if cfg.trainer.threads:
@@ -577,6 +581,6 @@ def run(cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None) 
             from lth.supermask.runner import run_supermask
 
             return run_supermask(cfg, out_dir, sinks)
-        return Lineage(cfg, out_dir, sinks).run()
+        return Lineage(cfg, out_dir, sinks, datamodule=datamodule, callbacks=callbacks).run()
     finally:
         torch.set_num_threads(before)
