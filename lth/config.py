@@ -120,3 +120,13 @@ class Config:
     # from (a finished run's folder), round (which of its rounds), random_mask (same per-layer counts, random positions)
     branch: Any = field(default_factory=lambda: dict(BRANCH_DEFAULTS))
     supermask: SupermaskConfig = field(default_factory=SupermaskConfig)
+
+
+def config_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain, YAML-safe Python containers (enums as their values)."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]

@@ -270,3 +270,88 @@ def _validates_after_this_batch(trainer: pl.Trainer) -> bool:
     if not trainer.enable_validation or every is None or every == float("inf"):
         return False
     return (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % int(every) == 0
+
+
+class ResumableTrainAccuracy(pl.Callback):
+    """Checkpoints the running training accuracy (since the last evaluation), so a resumed round reports the same."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        pl_module.train_acc.persistent(True)  # its counts join the module's state_dict, hence checkpoints
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lth_train_acc_updates"] = pl_module.train_acc.update_count
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        pl_module.train_acc._update_count = int(checkpoint.get("lth_train_acc_updates", 0))
+
+
+class FaultCallback(pl.Callback):
+    """Calls `fault_point("step:<round>:<step>")` after every optimizer step (only added when $LTH_FAULT is set)."""
+
+    def __init__(self, r: int) -> None:
+        self.r = r
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        from lth.io import fault_point
+
+        fault_point(f"step:{self.r}:{trainer.global_step}")
+
+
+def with_lr(factory: OptimizerFactory, lr: float) -> OptimizerFactory:
+    """`factory` with every parameter group's lr set to `lr` (fine-tuning)."""
+
+    def make(params: Any) -> torch.optim.Optimizer:
+        optimizer = factory(params)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return optimizer
+
+    return make
+
+
+def optimizer_factory(spec: Any) -> OptimizerFactory:
+    """A callable params → optimizer from a Hydra `_target_`/`_partial_` spec (or a ready callable)."""
+    if callable(spec):
+        return spec
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create(spec) if not OmegaConf.is_config(spec) else spec
+    return instantiate(node, _partial_=True)
+
+
+def scheduler_factory(spec: Any) -> Callable[[torch.optim.Optimizer], Any] | None:
+    """A callable optimizer → LR scheduler from a spec, or None."""
+    if spec is None or callable(spec):
+        return spec
+    return optimizer_factory(spec)
+
+
+def build_trainer(t: Any, max_steps: int, callbacks: list[pl.Callback], loggers: list[Any], root_dir: str | Path,
+                  single_process: bool = False) -> pl.Trainer:
+    """A Trainer for one round from `trainer.*` settings `t`; `single_process`: evaluation in this process only."""
+    from lth.distributed import strategy_for
+    from lth.loggers import SafeLogger
+
+    return pl.Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        val_check_interval=t.eval_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=[SafeLogger(lg) for lg in loggers] if loggers and not single_process else False,
+        log_every_n_steps=t.log_every_n_steps,
+        callbacks=callbacks,
+        accelerator=t.accelerator,
+        devices=1 if single_process else t.devices,
+        num_nodes=1 if single_process else t.num_nodes,
+        strategy="auto" if single_process else strategy_for(t.strategy),
+        precision=t.precision,
+        gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        deterministic=t.deterministic,
+        default_root_dir=str(root_dir),
+    )

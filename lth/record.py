@@ -1,10 +1,15 @@
-"""The results store of one lineage folder: config.yaml, rounds.jsonl, round_XX/{mask.pt, trained.pt}, sinks."""
+"""The results store of one lineage folder (config.yaml, rounds.jsonl, round_XX/{mask.pt, trained.pt}), the typed
+per-round record that every reader uses (console, W&B, lth.analysis, lth.reproduce), and the sinks that mirror it."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -31,12 +36,126 @@ RESULT_FILES = ("rounds.jsonl", "snapshots.pt")
 TEMP_FILES = (".*.tmp", "round_*/.*.tmp", "round_*/checkpoints/.*.tmp")  # besides round_XX folders: a folder holding these holds results
 
 
+RECORD_VERSION = 2  # 1: the records written before `record_version` existed (same fields, read the same way)
+
+
+@dataclass(frozen=True, eq=False)  # equality: Mapping's, so a record equals its dict form
+class RoundRecord(Mapping):
+    """One finished round: typed fields every kind fills, plus `extra` (kind-specific fields: branch_from, supermask,
+    nonfinite_step, ...). A read-only mapping of its flat JSON form, so `rec["test_acc"]` and `dict(rec)` work."""
+
+    round: int
+    density: float
+    layer_density: dict[str, float] = field(default_factory=dict)
+    test_acc: float | None = None  # at the end of training
+    test_loss: float | None = None
+    val_acc: float | None = None
+    val_loss: float | None = None
+    early_stop_step: int | None = None  # the evaluation with the lowest validation loss
+    early_stop_test_acc: float | None = None
+    early_stop_val_loss: float | None = None
+    early_stop_val_acc: float | None = None
+    train_steps: int | None = None
+    wall_seconds: float | None = None
+    criterion: str | None = None
+    reset: str | None = None  # "none" for a lineage's dense round 0
+    fraction: float | None = None
+    scope: str | None = None
+    seed: int | None = None
+    status: str = "ok"  # or "nonfinite_loss"
+    granularity: str | None = None
+    flops_dense: int | None = None  # per example
+    flops_nonzero: int | None = None
+    params_dense: int | None = None
+    params_nonzero: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    record_version: int = RECORD_VERSION
+
+    @classmethod
+    def build(cls, **values: Any) -> RoundRecord:
+        """A record from keyword values: the typed fields by name, every other key into `extra`."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "record_version"}
+        extra = {**values.pop("extra", {}), **{k: values.pop(k) for k in list(values) if k not in known}}
+        return cls(**_json_safe(values), extra=_json_safe(extra))
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> RoundRecord:
+        """A record from one line of rounds.jsonl (any version; fields a version lacks are None)."""
+        row = dict(row)
+        version = int(row.pop("record_version", 1))
+        if version > RECORD_VERSION:
+            raise ValueError(f"record version {version} is newer than this lth reads ({RECORD_VERSION})")
+        record = cls.build(**row)
+        return dataclasses.replace(record, record_version=version)
+
+    def replace(self, **values: Any) -> RoundRecord:
+        """A copy with some fields (typed or extra) changed."""
+        flat = {k: v for k, v in self.as_dict().items() if k != "record_version"}
+        return dataclasses.replace(RoundRecord.build(**{**flat, **values}), record_version=self.record_version)
+
+    @functools.cached_property
+    def _flat(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "record_version")}
+        out = {k: v for k, v in out.items() if v is not None or k not in _OPTIONAL_COUNTS}
+        out.update(self.extra)
+        if self.record_version > 1:
+            out["record_version"] = self.record_version
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """The flat JSON form (what rounds.jsonl holds)."""
+        return dict(self._flat)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._flat[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flat)
+
+    def __len__(self) -> int:
+        return len(self._flat)
+
+
+_OPTIONAL_COUNTS = ("flops_dense", "flops_nonzero", "params_dense", "params_nonzero")
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    return obj
+
+
 class RoundSink(Protocol):
     """Something that mirrors each finished round (a W&B run, a console line)."""
 
-    def on_round(self, record: Mapping[str, Any]) -> None: ...
+    def on_round(self, record: RoundRecord) -> None: ...
 
     def close(self) -> None: ...
+
+
+class ConsoleSink:
+    """Prints one line per finished round."""
+
+    def __init__(self, total_rounds: int) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.total = total_rounds
+
+    def on_round(self, record: RoundRecord) -> None:
+        es = record.get("early_stop_test_acc")
+        acc = record.get("test_acc")
+        self.console.print(
+            f"[bold]round {record['round']}/{self.total}[/bold]  density {record['density']:.4f}  "
+            f"test acc {float('nan') if acc is None else acc:.4f}  "
+            f"early-stop acc {es if es is None else f'{es:.4f}'} @ step {record.get('early_stop_step')}  "
+            f"({record['wall_seconds']:.1f}s)"
+        )
+
+    def close(self) -> None:
+        pass
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -161,21 +280,21 @@ class RunFolder:
     def round_dir(self, r: int) -> Path:
         return self.path / f"round_{r:02d}"
 
-    def rounds(self) -> list[dict[str, Any]]:
+    def rounds(self) -> list[RoundRecord]:
         """The finished rounds' records, in order (a damaged line warns and its round counts as unfinished)."""
         rows = read_jsonl(self.path / "rounds.jsonl", skip_damaged=True)
-        return [x for x in rows if isinstance(x.get("round"), int)]
+        return [RoundRecord.from_json(x) for x in rows if isinstance(x.get("round"), int)]
 
-    def record(self, r: int) -> dict[str, Any] | None:
+    def record(self, r: int) -> RoundRecord | None:
         """The record of round `r`, if finished."""
         return next((x for x in self.rounds() if x["round"] == r), None)
 
-    def add(self, record: Mapping[str, Any]) -> None:
+    def add(self, record: RoundRecord) -> None:
         """Append (or replace) a round's record atomically, then mirror it to the sinks."""
         if not self.writer:
             return
-        rows = [x for x in self.rounds() if x["round"] != record["round"]] + [dict(record)]
-        write_jsonl(self.path / "rounds.jsonl", sorted(rows, key=lambda x: x["round"]))
+        rows = [x for x in self.rounds() if x["round"] != record["round"]] + [record]
+        write_jsonl(self.path / "rounds.jsonl", [x.as_dict() for x in sorted(rows, key=lambda x: x["round"])])
         for sink in self.sinks:
             try:
                 sink.on_round(record)
@@ -187,7 +306,7 @@ class RunFolder:
         rows = self.rounds()
         dropped = [x["round"] for x in rows if x["round"] >= first]
         if dropped and self.writer:
-            write_jsonl(self.path / "rounds.jsonl", [x for x in rows if x["round"] < first])
+            write_jsonl(self.path / "rounds.jsonl", [x.as_dict() for x in rows if x["round"] < first])
         return dropped
 
     def close(self) -> None:
@@ -219,6 +338,43 @@ class RunFolder:
 
     def checkpoint(self, r: int) -> Path:
         return self.round_dir(r) / "checkpoints" / "last.ckpt"
+
+    def discard_checkpoint(self, r: int) -> None:
+        """Remove round `r`'s resume point (its results are in trained.pt)."""
+        ckpt = self.checkpoint(r)
+        if self.writer and ckpt.exists():
+            ckpt.unlink()
+
+    def resume_point(self, r: int, state: Mapping[str, Tensor], names: list[str]) -> Path | None:
+        """Round `r`'s last.ckpt if it exists and fits a model with this `state` and prunables `names`; a damaged one
+        is set aside with a warning."""
+        from lth.masks import check_state
+
+        ckpt = self.checkpoint(r)
+        if not ckpt.exists():
+            return None
+        try:
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+            if not isinstance(saved, dict) or "state_dict" not in saved:
+                raise ValueError("not a Lightning checkpoint")
+            expected = {f"model.{k}": v for k, v in state.items()}
+            check_state({k: v for k, v in saved["state_dict"].items() if k.startswith("model.")}, expected,
+                        "its weights")
+            manager = next((s["manager"] for k, s in saved.get("callbacks", {}).items() if "MaskingCallback" in k), None)
+            if manager is None or list(manager["names"]) != names:
+                raise ValueError(f"its prunables are not {names}")
+        except Exception as e:  # noqa: BLE001  whatever is wrong with it, it must not be trusted
+            warnings.warn(f"ignoring {ckpt}: it is damaged or belongs to another model ({e}); round {r} restarts "
+                          "from its start", stacklevel=3)
+            if self.writer:
+                os.replace(ckpt, ckpt.with_name("last.ckpt.damaged"))
+            return None
+        return ckpt
+
+    def save_history(self, r: int, history: list[dict[str, float]]) -> None:
+        """Write round `r`'s evaluations (round_XX/evals.jsonl)."""
+        if self.writer:
+            write_jsonl(self.round_dir(r) / "evals.jsonl", [_json_safe(h) for h in history])
 
     def save_snapshots(self, state: Mapping[str, Any]) -> None:
         if self.writer:

@@ -4,11 +4,10 @@ FLOPs / parameter counts (`flops`), and the scratch-E / scratch-B baselines (`sc
 from lth.structured.compact import Plan, compact, expand_state, kept_units, plan
 from lth.structured.flops import COUNT_KEYS, flops, round_counts
 from lth.structured.layout import UnitLayout, unit_layout
-from lth.structured.scratch import SCRATCH_RESETS, round_steps, scratch_state, scratch_steps
+from lth.structured.scratch import scratch_state, scratch_steps
 
 __all__ = [
     "COUNT_KEYS",
-    "SCRATCH_RESETS",
     "Plan",
     "UnitLayout",
     "compact",
@@ -17,7 +16,6 @@ __all__ = [
     "kept_units",
     "plan",
     "round_counts",
-    "round_steps",
     "scratch_state",
     "scratch_steps",
     "unit_layout",

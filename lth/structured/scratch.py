@@ -1,5 +1,6 @@
 """Scratch baselines (Liu et al., "Rethinking the Value of Network Pruning"): the pruned architecture from a fresh
-seeded init, trained for the dense model's steps (scratch-E) or for the same compute (scratch-B); fine-tuning length.
+seeded init, trained for the dense model's steps (scratch-E) or for the same compute (scratch-B).
+The resets `scratch_e` / `scratch_b` in `lth.reset` use these.
 
 scratch-B trains floor(steps × FLOPs_dense / FLOPs_pruned) steps, as Liu et al.'s `int(epochs × ratio)`; `cap`
 limits it to floor(cap × steps), cap taken as written (their CIFAR scripts use no cap, the ImageNet ones 2×).
@@ -8,13 +9,10 @@ limits it to floor(cap × steps), cap taken as written (their CIFAR scripts use 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from fractions import Fraction
 
 from torch import Tensor, nn
-
-SCRATCH_RESETS = ("scratch_e", "scratch_b")
-
 
 def scratch_steps(max_steps: int, flops_dense: float, flops_pruned: float, cap: float | None = None) -> int:
     """Scratch-B's training steps: floor(max_steps × flops_dense / flops_pruned), at most floor(cap × max_steps)."""
@@ -30,24 +28,6 @@ def scratch_steps(max_steps: int, flops_dense: float, flops_pruned: float, cap: 
     if cap is not None:
         steps = min(steps, math.floor(Fraction(repr(float(cap))) * int(max_steps)))  # 1.2 as written, not 1.19999…
     return steps
-
-
-_BUDGETS: dict[str, Callable[[int, float, float, float | None], int]] = {
-    "scratch_e": lambda steps, dense, pruned, cap: steps,
-    "scratch_b": scratch_steps,
-}
-
-
-def round_steps(reset: str, max_steps: int, flops_dense: float, flops_pruned: float, cap: float | None = None,
-                finetune_steps: int | None = None) -> int:
-    """Training steps of a round under `reset`: scratch-E / scratch-B budgets, `finetune_steps` for continue."""
-    if reset in _BUDGETS:
-        return _BUDGETS[reset](max_steps, flops_dense, flops_pruned, cap)
-    if reset == "continue" and finetune_steps is not None:
-        if int(finetune_steps) != finetune_steps or finetune_steps < 1:
-            raise ValueError(f"finetune_steps must be a positive int, got {finetune_steps}")
-        return int(finetune_steps)
-    return int(max_steps)
 
 
 def scratch_state(model: nn.Module, masks: Mapping[str, Tensor], seed: int, example_input: Tensor | None = None,

@@ -22,8 +22,6 @@ _EXPORTS = {
     "top_mask": "lth.supermask.topk",
     "top_masks": "lth.supermask.topk",
     "heuristic_masks": "lth.supermask.heuristic",
-    "SupermaskLineage": "lth.supermask.runner",
-    "run_supermask": "lth.supermask.runner",
 }
 
 __all__ = [
@@ -31,11 +29,9 @@ __all__ = [
     "WEIGHTS",
     "SupermaskConfig",
     "SupermaskLayer",
-    "SupermaskLineage",
     "frozen_weights",
     "heuristic_masks",
     "kept_count",
-    "run_supermask",
     "supermask_layers",
     "supermask_masks",
     "to_supermask",

@@ -119,14 +119,14 @@ def _records(path):
 def _ddp_lineage(tmp_path, data_root, monkeypatch, trainer_args):
     args = ["experiment=smoke", f"data.root={data_root}", "ticket.rewind_step=10"]
     trainers = []
-    make = Lineage._trainer
+    make = Lineage.trainer
 
-    def capture(self, r, callbacks, single_process=False):
-        t = make(self, r, callbacks, single_process)
+    def capture(self, r, steps, callbacks, single_process=False):
+        t = make(self, r, steps, callbacks, single_process)
         trainers.append((r, t))
         return t
 
-    monkeypatch.setattr(Lineage, "_trainer", capture)
+    monkeypatch.setattr(Lineage, "trainer", capture)
     ddp = run(compose_config([*args, *trainer_args]), tmp_path / "ddp", sinks=[])
     single = run(compose_config(args), tmp_path / "single", sinks=[])
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"

@@ -8,7 +8,8 @@ from torch import nn
 
 from lth.models import build_model, reinitialize
 from lth.pruning import neuron_scores, removal_count, select_neurons
-from lth.structured import compact, flops, round_counts, round_steps, scratch_state, scratch_steps, unit_layout
+from lth.reset import RESETS, Budget
+from lth.structured import compact, flops, round_counts, scratch_state, scratch_steps, unit_layout
 from lth.structured.compact import build, plan
 
 MODELS = {  # name → (input shape, model options): small widths keep the test fast
@@ -222,10 +223,12 @@ def test_scratch_steps_arithmetic():
             scratch_steps(*bad)
     with pytest.raises(ValueError, match="cap"):
         scratch_steps(10, 3, 1, cap=0.5)
-    assert round_steps("scratch_e", 1000, 300, 100) == 1000
-    assert round_steps("scratch_b", 1000, 300, 100, cap=2) == 2000
-    assert round_steps("continue", 1000, 300, 100, finetune_steps=40) == 40
-    assert round_steps("rewind", 1000, 300, 100, finetune_steps=40) == 1000
+    assert RESETS["scratch_e"].steps(Budget(1000, 300, 100)) == 1000
+    assert RESETS["scratch_b"].steps(Budget(1000, 300, 100, scratch_cap=2)) == 2000
+    assert RESETS["scratch_b"].steps(Budget(1000, 300, 100)) == 3000
+    assert RESETS["continue"].steps(Budget(1000, 300, 100, finetune_steps=40)) == 40
+    assert RESETS["continue"].steps(Budget(1000, 300, 100)) == 1000
+    assert RESETS["rewind"].steps(Budget(1000, 300, 100, finetune_steps=40)) == 1000
 
 
 def test_scratch_state_is_a_fresh_init_of_the_small_architecture():

@@ -9,7 +9,6 @@ from omegaconf import OmegaConf
 from lth import masks as masks_lib
 from lth.cli import compose_config
 from lth.runner import run
-from lth.supermask import run_supermask
 from lth.supermask.topk import kept_count
 
 
@@ -32,7 +31,7 @@ def heuristic(data_root, source, *overrides):
 
 def test_heuristic_supermask_at_init_is_far_above_chance(tmp_path, data_root, source):
     out = tmp_path / "h"
-    records = run_supermask(heuristic(data_root, source, "supermask.density=[0.3,0.5]"), out, sinks=[])
+    records = run(heuristic(data_root, source, "supermask.density=[0.3,0.5]"), out, sinks=[])
     assert [r["round"] for r in records] == [0, 1]
     # measured: 82% and 87% test accuracy (10 classes: chance is 10%); the trained source scores 95%
     assert all(r["test_acc"] > 0.6 for r in records), [r["test_acc"] for r in records]
@@ -52,10 +51,10 @@ def test_heuristic_supermask_at_init_is_far_above_chance(tmp_path, data_root, so
 def test_heuristic_random_criterion_is_near_chance_and_reruns_are_idempotent(tmp_path, data_root, source):
     out = tmp_path / "h"
     conf = heuristic(data_root, source, "supermask.density=0.3", "supermask.criterion=random")
-    (rec,) = run_supermask(conf, out, sinks=[])
+    (rec,) = run(conf, out, sinks=[])
     assert rec["test_acc"] < 0.3  # measured 10%: a random mask of random weights does not classify
     mtime = os.stat(out / "round_00/trained.pt").st_mtime_ns
-    assert run_supermask(conf, out, sinks=[]) == [rec]
+    assert run(conf, out, sinks=[]) == [rec]
     assert os.stat(out / "round_00/trained.pt").st_mtime_ns == mtime
 
 
@@ -71,7 +70,7 @@ def learned_base(data_root):
 
 def test_edge_popup_run_trains_only_scores_and_exports_an_exact_mask(tmp_path, data_root):
     out = tmp_path / "ep"
-    (rec,) = run_supermask(learned(data_root, "supermask.k=0.3"), out, sinks=[])
+    (rec,) = run(learned(data_root, "supermask.k=0.3"), out, sinks=[])
     assert rec["supermask"] == "edge_popup" and rec["k"] == 0.3 and rec["train_steps"] == 60 and not rec["trained"]
     assert rec["layer_density"] == {"hidden.0.weight": 614 / 2048, "output.weight": 96 / 320}
     mask = masks_lib.load(out / "round_00/mask.pt")
@@ -90,8 +89,8 @@ def test_edge_popup_run_trains_only_scores_and_exports_an_exact_mask(tmp_path, d
 def test_bernoulli_run_is_deterministic_and_exports_the_expected_mask(tmp_path, data_root):
     conf = learned(data_root, "supermask=bernoulli", "supermask.weights=signed_constant")
     assert conf.optimizer["lr"] == 100.0 and conf.optimizer["momentum"] == 0.9 and conf.scheduler is None
-    (a,) = run_supermask(conf, tmp_path / "a", sinks=[])
-    (b,) = run_supermask(conf, tmp_path / "b", sinks=[])
+    (a,) = run(conf, tmp_path / "a", sinks=[])
+    (b,) = run(conf, tmp_path / "b", sinks=[])
     assert {k: v for k, v in a.items() if k != "wall_seconds"} == {k: v for k, v in b.items() if k != "wall_seconds"}
     trained = torch.load(tmp_path / "a/round_00/trained.pt", weights_only=True)
     mask = masks_lib.load(tmp_path / "a/round_00/mask.pt")
@@ -105,7 +104,7 @@ def test_bernoulli_run_is_deterministic_and_exports_the_expected_mask(tmp_path, 
 
 def test_a_branch_trains_a_learned_supermask_as_a_ticket(tmp_path, data_root):
     src = tmp_path / "ep"
-    run_supermask(learned(data_root, "supermask.k=0.5"), src, sinks=[])
+    run(learned(data_root, "supermask.k=0.5"), src, sinks=[])
     out = tmp_path / "branch"
     (rec,) = run(cfg(data_root, "experiment=supermask_digits", "supermask=none", "model.args.hidden=[32]",
                      "trainer.max_steps=30", "trainer.eval_every=30", f"branch.from={src}", "branch.round=0"),
@@ -119,7 +118,7 @@ def test_a_branch_trains_a_learned_supermask_as_a_ticket(tmp_path, data_root):
 
 def test_a_branch_from_a_heuristic_supermask_round(tmp_path, data_root, source):
     src = tmp_path / "h"
-    run_supermask(heuristic(data_root, source, "supermask.density=[0.5,0.2]"), src, sinks=[])
+    run(heuristic(data_root, source, "supermask.density=[0.5,0.2]"), src, sinks=[])
     (rec,) = run(cfg(data_root, "experiment=smoke", "trainer.max_steps=20", "trainer.eval_every=20",
                      f"branch.from={src}", "branch.round=1"), tmp_path / "branch", sinks=[])
     assert rec["density"] == (kept_count(0.2, 2048) + kept_count(0.2, 320)) / 2368
@@ -158,14 +157,14 @@ def test_bad_supermask_configs_are_rejected_before_anything_is_written(tmp_path,
     overrides = [o.replace("SRC", str(source)) for o in overrides]
     conf = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(learned_base), OmegaConf.from_dotlist(overrides)))
     with pytest.raises(ValueError, match=message):
-        run_supermask(conf, tmp_path / "run", sinks=[])
+        run(conf, tmp_path / "run", sinks=[])
     assert not (tmp_path / "run").exists()
 
 
-def test_runner_run_dispatches_supermask_configs(tmp_path, data_root, monkeypatch):
-    import lth.supermask.runner as sm_runner
+def test_supermask_configs_select_their_kinds(data_root, source):
+    from lth.kinds import kind_for
 
-    calls = []
-    monkeypatch.setattr(sm_runner, "run_supermask", lambda c, out, sinks=None: calls.append((c, out)) or ["stub"])
-    conf = learned(data_root)
-    assert run(conf, tmp_path / "x", sinks=[]) == ["stub"] and calls == [(conf, tmp_path / "x")]
+    assert kind_for(learned(data_root)).name == "learned_supermask"
+    assert kind_for(heuristic(data_root, source)).name == "heuristic_supermask"
+    assert kind_for(cfg(data_root, "experiment=smoke")).name == "lineage"
+    assert kind_for(cfg(data_root, "experiment=smoke", f"branch.from={source}", "branch.round=0")).name == "branch"

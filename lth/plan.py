@@ -1,0 +1,79 @@
+"""The plan of a lineage: everything decided (and checked) from its config, data and model before anything is written."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lth.config import Config
+from lth.distributed import is_writer, world_size
+from lth.masks import MaskManager
+from lth.pruning.select import match_overrides
+
+
+@dataclass
+class Plan:
+    """A lineage's validated decisions: fraction schedule, overrides matched to layers, rewind point, unit layout,
+    world size and writer role, the dense network's FLOPs."""
+
+    fraction: float  # share of the remaining weights (units) removed per round
+    overrides: dict[str, float]  # pattern → fraction (pruning.overrides, the output layer's pruning.output_fraction)
+    layer_fractions: dict[str, float]  # prunable → its own fraction, for the layers the overrides match
+    rewind_step: int  # θk's step (0: rewind to θ0)
+    reset_seed: int  # ticket.reset_seed, or the lineage seed + 1
+    layout: Any  # lth.structured.UnitLayout under neuron granularity, else None
+    world: int  # processes of the launch
+    writer: bool  # whether this process writes the run folder
+    example: Tensor  # one input example (FLOPs, unit layout, scratch inits)
+    flops_dense: float  # FLOPs per example of the dense network
+
+    def schedule_units(self, manager: MaskManager) -> tuple[dict[str, int], dict[str, float], str]:
+        """What the fraction schedule removes from: counts per layer, its overrides and the unit's name."""
+        if self.layout is None:
+            return {n: p.numel() for n, p in zip(manager.names, manager.params)}, self.overrides, "weight"
+        counts = {n: manager.masks[n].shape[0] for n in self.layout.removable}
+        return counts, {re.escape(n): f for n, f in self.layer_fractions.items() if n in counts}, "unit"
+
+
+def rewind_step(cfg: Config, steps_per_epoch: int) -> int:
+    """θk's step: ticket.rewind_step, or ticket.rewind_epoch × steps per epoch."""
+    if cfg.ticket.rewind_epoch > 0:
+        return cfg.ticket.rewind_epoch * steps_per_epoch
+    return cfg.ticket.rewind_step
+
+
+def make_plan(cfg: Config, data: Any, model: nn.Module, manager: MaskManager) -> Plan:
+    """Check and fix a lineage's decisions; ValueError naming the option for the first problem found."""
+    from lth import structured
+
+    p, t = cfg.pruning, cfg.trainer
+    fraction = p.fraction
+    if p.target_density is not None:
+        from lth.pruning import fraction_for_density
+
+        fraction = fraction_for_density(p.target_density, cfg.ticket.rounds)
+    overrides = dict(p.overrides)
+    if p.output_fraction is not None:
+        overrides = {re.escape(manager.names[-1]): p.output_fraction, **overrides}
+    matched = match_overrides(manager.names, overrides)  # a key matching no layer fails here, before training
+    step = rewind_step(cfg, data.steps_per_epoch)
+    if step >= t.max_steps:
+        raise ValueError(f"ticket.rewind_epoch={cfg.ticket.rewind_epoch} is step {step}, not before the round's "
+                         f"end trainer.max_steps={t.max_steps}")
+    example = torch.zeros(1, *data.input_shape)
+    layout = None
+    if getattr(p.granularity, "value", p.granularity) == "neuron":
+        layout = structured.unit_layout(model, example, manager.names)
+        if not layout.removable:
+            why = "; ".join(f"{n}: {reason}" for n, reason in layout.refused.items())
+            raise ValueError(f"pruning.granularity=neuron: no layer of model '{cfg.model.name}' can lose units ({why})")
+    return Plan(
+        fraction=fraction, overrides=overrides, layer_fractions=matched, rewind_step=step,
+        reset_seed=cfg.ticket.reset_seed if cfg.ticket.reset_seed is not None else cfg.seed + 1, layout=layout,
+        world=world_size(t.devices, t.num_nodes), writer=is_writer(t.strategy, t.devices, t.num_nodes),
+        example=example, flops_dense=structured.flops(model, example)["flops_dense"],
+    )
