@@ -44,6 +44,15 @@ class DataConfig:
     download: bool = False
     args: dict[str, Any] = field(default_factory=dict)
 
+    def options(self, seed: int) -> dict[str, Any]:
+        """The keyword options of `lth.data.build_datamodule` (unset sizes are left to the dataset's defaults)."""
+        kwargs = {"root": self.root, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
+                  "seed": seed}
+        kwargs.update({k: v for k, v in (("val_size", self.val_size), ("num_train", self.num_train)) if v is not None})
+        if self.download:
+            kwargs["download"] = True
+        return {**kwargs, **self.args}
+
 
 @dataclass
 class PruningConfig:

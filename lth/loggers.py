@@ -1,7 +1,9 @@
-"""A Lightning logger wrapper whose failures warn instead of stopping training: the local record is what counts."""
+"""Loggers that mirror a lineage: a Lightning logger wrapper whose failures warn instead of stopping training, and the
+W&B mirror's start-up. The local record is what counts."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from argparse import Namespace
 from typing import Any
@@ -78,3 +80,18 @@ class SafeLogger(Logger):
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         self._call("after_save_checkpoint", checkpoint_callback)
+
+
+def wandb_sinks(cfg: Any, folder: str | os.PathLike, config: dict[str, Any]) -> list[Any]:
+    """The W&B mirror of a lineage (`logger.*` of config `cfg`), or none with a warning if W&B cannot start."""
+    lg = cfg.logger
+    try:
+        from lth.wandb_sink import WandbSink
+
+        return [WandbSink(folder, config, project=lg.project, entity=lg.entity, mode=lg.mode,
+                          group=lg.group or cfg.name, job_type=cfg.ticket.reset, name=lg.run_name,
+                          tags=list(lg.tags), log_masks=lg.log_masks)]
+    except Exception as e:  # noqa: BLE001  W&B is a mirror: without it the local record still completes
+        warnings.warn(f"W&B could not start ({type(e).__name__}: {e}); continuing with the local record only",
+                      RuntimeWarning, stacklevel=3)
+        return []

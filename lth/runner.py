@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lth import structured
 from lth.config import Config, config_dict
-from lth.distributed import MaskAgreement, agree, is_spawn
+from lth.distributed import MaskAgreement, agree, is_spawn, is_writer
 from lth.io import FAULT_ENV
 from lth.kinds import Kind, kind_for
 from lth.lit import (
@@ -30,6 +30,7 @@ from lth.lit import (
     optimizer_factory,
     scheduler_factory,
 )
+from lth.loggers import wandb_sinks
 from lth.masks import MaskManager
 from lth.plan import Plan, make_plan
 from lth.record import ConsoleSink, RoundRecord, RoundSink, RunFolder
@@ -57,19 +58,16 @@ class Lineage:
         self.kind: Kind = kind_for(cfg)
         self.kind.check(cfg)
         self.config = config_dict(cfg)
-        t = cfg.trainer
-        from lth.distributed import is_writer
-
-        writer = is_writer(t.strategy, t.devices, t.num_nodes)
+        writer = is_writer(cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes)
         if sinks is None:
             sinks = [ConsoleSink(self.kind.total_rounds(cfg))] if writer else []
         self.folder = RunFolder(out_dir, sinks, writer=writer)
         self.defaults = config_dict(Config())  # options added since an existing run was written compare as defaults
         self.folder.check_config(self.config, self.defaults)  # another run's folder is refused before anything is built
         if cfg.logger.wandb and writer:
-            self._add_wandb_sink()
+            self.folder.sinks += wandb_sinks(cfg, self.folder.path, self.config)
         self.extra_callbacks = list(callbacks)
-        self.data = datamodule if datamodule is not None else build_datamodule(cfg.data.name, **_data_options(cfg))
+        self.data = datamodule if datamodule is not None else build_datamodule(cfg.data.name, **cfg.data.options(cfg.seed))
         self.data.setup("fit")
         self.model: nn.Module = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes,
                                             **cfg.model.args)
@@ -79,22 +77,6 @@ class Lineage:
         self.plan: Plan = make_plan(cfg, self.data, self.model, self.manager)
         self.kind.prepare(self)
         self.folder.claim(self.config, self.defaults)  # all checks passed: lock the folder and write config.yaml
-
-    def _add_wandb_sink(self) -> None:
-        lg = self.cfg.logger
-        try:
-            from lth.wandb_sink import WandbSink
-
-            sink = WandbSink(
-                self.folder.path, self.config, project=lg.project, entity=lg.entity, mode=lg.mode,
-                group=lg.group or self.cfg.name, job_type=self.cfg.ticket.reset, name=lg.run_name,
-                tags=list(lg.tags), log_masks=lg.log_masks,
-            )
-        except Exception as e:  # noqa: BLE001  W&B is a mirror: without it the local record still completes
-            warnings.warn(f"W&B could not start ({type(e).__name__}: {e}); continuing with the local record only",
-                          RuntimeWarning, stacklevel=2)
-            return
-        self.folder.sinks.append(sink)
 
     def run(self) -> list[RoundRecord]:
         """Run (or resume) the kind's rounds, skipping finished ones; returns all round records."""
@@ -245,15 +227,6 @@ class Lineage:
         values.update(fields or {})
         values.update(self.kind.record_fields(self, r))
         return RoundRecord.build(**values)
-
-
-def _data_options(cfg: Config) -> dict[str, Any]:
-    d = cfg.data
-    kwargs = {"root": d.root, "batch_size": d.batch_size, "eval_batch_size": d.eval_batch_size, "seed": cfg.seed}
-    kwargs.update({k: v for k, v in (("val_size", d.val_size), ("num_train", d.num_train)) if v is not None})
-    if d.download:
-        kwargs["download"] = True
-    return {**kwargs, **d.args}
 
 
 def _value(x: Any) -> Any:

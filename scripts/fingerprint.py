@@ -96,9 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, overrides in RUNS:
             ov = [o.replace("{root}", tmp) for o in overrides] + [f"data.root={args.data_root}"]
             run(compose_config(ov), Path(tmp) / name, sinks=[])
-            result[name] = fingerprint(Path(tmp) / name)
+            result[name] = json.loads(json.dumps(fingerprint(Path(tmp) / name)).replace(tmp, "<runs>"))
             print(f"ran {name}", flush=True)
-    result = json.loads(json.dumps(result).replace(tempfile.gettempdir(), "<tmp>"))
     Path(args.out).write_text(json.dumps(result, indent=1, sort_keys=True))
     print(f"wrote {args.out}")
     if args.compare:

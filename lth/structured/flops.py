@@ -73,16 +73,7 @@ def flops(model: nn.Module, input: Tensor | Sequence[int], masks: Mapping[str, T
         for m, mode in modes.items():
             m.training = mode
     batch = int(x.shape[0])
-    weights = {w: m.weight for m, w in names.items()}
-    params_dense = params_nonzero = 0
-    for n, p in model.named_parameters():
-        params_dense += p.numel()
-        if n in masks:
-            params_nonzero += int(masks[n].sum())
-        elif n in weights:
-            params_nonzero += int(torch.count_nonzero(p))
-        else:
-            params_nonzero += p.numel()
+    params_dense, params_nonzero = _param_counts(model, masks, set(names.values()))
     out: dict[str, Any] = {
         "flops_dense": sum(a[0] for a in layers.values()) // batch,
         "flops_nonzero": sum(a[1] for a in layers.values()) // batch,
@@ -92,6 +83,20 @@ def flops(model: nn.Module, input: Tensor | Sequence[int], masks: Mapping[str, T
     if per_layer:
         out["layers"] = {w: {"flops_dense": a[0] // batch, "flops_nonzero": a[1] // batch} for w, a in layers.items()}
     return out
+
+
+def _param_counts(model: nn.Module, masks: Mapping[str, Tensor], weights: set[str]) -> tuple[int, int]:
+    """Parameters, and those not pruned by `masks` (or, for unmasked Linear/Conv `weights`, non-zero)."""
+    dense = nonzero = 0
+    for n, p in model.named_parameters():
+        dense += p.numel()
+        if n in masks:
+            nonzero += int(masks[n].sum())
+        elif n in weights:
+            nonzero += int(torch.count_nonzero(p))
+        else:
+            nonzero += p.numel()
+    return dense, nonzero
 
 
 def round_counts(model: nn.Module, masks: Mapping[str, Tensor], input: Tensor | Sequence[int],

@@ -14,6 +14,7 @@ from fractions import Fraction
 
 from torch import Tensor, nn
 
+
 def scratch_steps(max_steps: int, flops_dense: float, flops_pruned: float, cap: float | None = None) -> int:
     """Scratch-B's training steps: floor(max_steps × flops_dense / flops_pruned), at most floor(cap × max_steps)."""
     if int(max_steps) != max_steps or max_steps < 1:
