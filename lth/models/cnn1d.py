@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lth.models import MODELS
+from lth.models.base import MODELS
 from lth.models.init import InitModule
 
 # (kernel, stride, padding) of the three conv layers, as in mnist1d's ConvBase

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lth.models import MODELS
+from lth.models.base import MODELS
 from lth.models.init import InitModule
 
 Plan = Sequence[int | str]  # channel counts, "M" = 2x2 max-pool

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from lth.models import MODELS
+from lth.models.base import MODELS
 from lth.models.init import InitModule
 from lth.registry import Registry
 

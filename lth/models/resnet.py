@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lth.models import MODELS
+from lth.models.base import MODELS
 from lth.models.conv import image_shape
 from lth.models.init import InitModule
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lth.models import MODELS
+from lth.models.base import MODELS
 from lth.models.conv import Plan, conv_stack, image_shape, pooled_size
 from lth.models.init import InitModule
 
