@@ -9,7 +9,10 @@ UNIT = ROOT / "tests" / "unit"
 
 # Modules whose tests live under another name (module path relative to lth/ → test file relative to tests/unit/).
 ELSEWHERE: dict[str, str] = {
-    "__init__.py": "test_imports.py",  # what `import lth` loads, and the import graph
+    # these packages' modules are tested together, in one file per package
+    **{f"structured/{m}.py": "structured/test_structured.py" for m in ("compact", "flops", "layout", "scratch")},
+    **{f"supermask/{m}.py": "supermask/test_supermask.py"
+       for m in ("config", "heuristic", "layers", "swap", "topk", "weights")},
 }
 
 
