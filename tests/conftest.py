@@ -18,3 +18,14 @@ def _isolated(tmp_path, monkeypatch):
 def data_root(tmp_path_factory):
     """A data folder shared by the session (MNIST-1D is generated once and cached there)."""
     return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def smoke_config(data_root):
+    """`smoke_config(*overrides)`: the typed config of `lth-run experiment=smoke data.root=<data_root> <overrides>`."""
+    from lth.cli import compose_config
+
+    def compose(*overrides):
+        return compose_config(["experiment=smoke", f"data.root={data_root}", *overrides])
+
+    return compose
