@@ -13,6 +13,7 @@ ELSEWHERE: dict[str, str] = {
     **{f"structured/{m}.py": "structured/test_structured.py" for m in ("compact", "flops", "layout", "scratch")},
     **{f"supermask/{m}.py": "supermask/test_supermask.py"
        for m in ("config", "heuristic", "layers", "swap", "topk", "weights")},
+    "models/base.py": "models/test_models.py",  # the registry and reinitialize, with the models they build
 }
 
 

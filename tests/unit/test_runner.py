@@ -114,28 +114,6 @@ def test_output_fraction_prunes_the_output_layer_at_its_own_rate(tmp_path, data_
     assert records[1]["layer_density"] == {"hidden.0.weight": (2048 - 410) / 2048, "output.weight": 288 / 320}
 
 
-@pytest.mark.parametrize("reset", ["random_reinit", "signed_constant", "continue"])
-def test_branch_trains_a_saved_mask_with_another_reset(tmp_path, data_root, reset):
-    src = tmp_path / "src"
-    run(smoke(data_root), src, sinks=[])
-    out = tmp_path / "branch"
-    rec = run(smoke(data_root, f"branch.from={src}", "branch.round=1", f"ticket.reset={reset}"), out, sinks=[])
-    assert [r["round"] for r in rec] == [1] and rec[0]["reset"] == reset and rec[0]["branch_from"] == str(src)
-    a, b = masks_lib.load(src / "round_01/mask.pt"), masks_lib.load(out / "round_01/mask.pt")
-    assert all(torch.equal(a[n], b[n]) for n in a)
-    assert rec[0]["density"] == 0.5
-
-
-def test_branch_random_mask_keeps_per_layer_counts(tmp_path, data_root):
-    src = tmp_path / "src"
-    run(smoke(data_root), src, sinks=[])
-    out = tmp_path / "branch"
-    run(smoke(data_root, f"branch.from={src}", "branch.round=1", "branch.random_mask=true"), out, sinks=[])
-    a, b = masks_lib.load(src / "round_01/mask.pt"), masks_lib.load(out / "round_01/mask.pt")
-    assert all(int(a[n].sum()) == int(b[n].sum()) for n in a)
-    assert not all(torch.equal(a[n], b[n]) for n in a)
-
-
 def _lth_run(args, cwd):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "lth", *args], cwd=cwd, env=env,
