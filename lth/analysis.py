@@ -1,27 +1,35 @@
-"""Results → pandas DataFrame, and the plots researchers draw from it (used by notebooks, scripts and `lth-plot`)."""
+"""Round records → pandas DataFrame, and the tables and plots drawn from it (notebooks, `lth-plot`, reproductions)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-from collections.abc import Sequence
+import statistics
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lth.flat import flatten
+
 KEY_COLUMNS = ("seed", "criterion", "reset", "fraction", "scope")
+# config keys (and key prefixes) that never tell groups apart: seeds, names, output folders, logging and launching
+NOT_GROUPING = ("seed", "name", "out_dir", "logger", "launcher", "hydra", "data.root", "data.download",
+                "trainer.threads", "trainer.checkpoint_every", "trainer.log_every_n_steps")
+# a key whose last part is one of these, or ends with one of the suffixes, is a seed or a path: never a group
+_SEED_OR_PATH = ("seed", "from", "root", "dir", "path", "file")
+_SEED_OR_PATH_SUFFIXES = ("_seed", "_dir", "_path", "_file", "_root")
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v if not isinstance(v, (list, dict)) else json.dumps(v)
-    return out
+# ----- records → frames
+
+def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config as flat dotted columns, list and mapping leaves as JSON text (so that they compare and hash)."""
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten(config).items()}
 
 
 def lineage_folders(path: str | os.PathLike) -> list[Path]:
@@ -32,6 +40,18 @@ def lineage_folders(path: str | os.PathLike) -> list[Path]:
     return sorted(p.parent for p in root.rglob("rounds.jsonl"))
 
 
+def records(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """The finished rounds of one lineage folder as flat rows, `layer_density` spread into `layer_density.<name>`."""
+    from lth.record import RunFolder
+
+    rows = []
+    for rec in RunFolder(folder, writer=False).rounds():
+        row = {k: rec[k] for k in rec if k != "layer_density"}
+        row.update({f"layer_density.{n}": d for n, d in (rec.get("layer_density") or {}).items()})
+        rows.append(row)
+    return rows
+
+
 def load(path: str | os.PathLike) -> Any:
     """One row per lineage × round, with the config columns that vary between lineages (pandas.DataFrame)."""
     import pandas as pd
@@ -39,81 +59,172 @@ def load(path: str | os.PathLike) -> Any:
     rows, configs = [], []
     for folder in lineage_folders(path):
         cfg_path = folder / "config.yaml"
-        cfg = _flatten(yaml.safe_load(cfg_path.read_text()) or {}) if cfg_path.exists() else {}
-        configs.append(cfg)
-        for line in (folder / "rounds.jsonl").read_text().splitlines():
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            layer = rec.pop("layer_density", {}) or {}
-            row = {"lineage": str(folder.relative_to(path)) if folder != Path(path) else ".", **rec}
-            row.update({f"layer_density.{n}": d for n, d in layer.items()})
-            row["_cfg"] = len(configs) - 1
-            rows.append(row)
+        configs.append(config_columns(yaml.safe_load(cfg_path.read_text()) or {}) if cfg_path.exists() else {})
+        lineage = str(folder.relative_to(path)) if folder != Path(path) else "."
+        rows += [{"lineage": lineage, **row, "_cfg": len(configs) - 1} for row in records(folder)]
     if not rows:
         return pd.DataFrame()
     keys = sorted({k for c in configs for k in c})
     varying = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
     df = pd.DataFrame(rows)
     for k in varying:
-        col = f"cfg.{k}"
-        df[col] = [configs[i].get(k) for i in df["_cfg"]]
+        df[f"cfg.{k}"] = [configs[i].get(k) for i in df["_cfg"]]
     return df.drop(columns="_cfg")
 
 
-def group_columns(df: Any, exclude: Sequence[str] = ("seed",)) -> list[str]:
-    """The config columns that tell lines apart (those that vary, except the seed)."""
-    return [c for c in df.columns if c.startswith("cfg.") and c.split(".", 1)[1] not in exclude]
+def _not_grouping(key: str, exclude: Sequence[str]) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return (any(key == e or key.startswith(e + ".") for e in exclude) or last in _SEED_OR_PATH
+            or last.endswith(_SEED_OR_PATH_SUFFIXES))
 
 
-def summarize(df: Any, metric: str = "test_acc", by: Sequence[str] | None = None) -> Any:
-    """Mean, std and count of `metric` per group × round (density is the group's mean density)."""
-    by = list(by) if by is not None else group_columns(df)
-    keys = [*by, "round"]
-    g = df.groupby(keys, dropna=False)
-    out = g.agg(density=("density", "mean"), mean=(metric, "mean"), std=(metric, "std"), n=(metric, "count"))
-    return out.reset_index()
+def group_columns(df: Any, exclude: Sequence[str] = NOT_GROUPING) -> list[str]:
+    """The config columns that tell lines apart: those that vary, except seeds, names, paths, logging and launching."""
+    return [c for c in df.columns if c.startswith("cfg.") and not _not_grouping(c.split(".", 1)[1], exclude)]
 
 
-def _label(row: Any, by: Sequence[str]) -> str:
-    return ", ".join(f"{c.split('.')[-1]}={row[c]}" for c in by) or "all"
+def _by(df: Any, by: str | Sequence[str] | None) -> list[str]:
+    return group_columns(df) if by is None else [by] if isinstance(by, str) else list(by)
 
 
-def plot_metric_vs_density(df: Any, metric: str = "test_acc", by: Sequence[str] | None = None, ax: Any = None) -> Any:
-    """`metric` against density (log x, reversed: pruning goes right), mean ± std over seeds, one line per group."""
+# ----- tables
+
+def summarize(df: Any, metric: str = "test_acc", by: str | Sequence[str] | None = None, at: str = "round",
+              scale: float = 1.0) -> Any:
+    """Mean, std and count of `metric` (× `scale`) per group × `at` value, with the mean density of each (`at` =
+    "density": density rounded to 6 digits); `by` defaults to `group_columns`."""
+    by = _by(df, by)
+    if at == "density":
+        df, agg = df.assign(density=df["density"].round(6)), {}
+    else:
+        agg = {"density": ("density", "mean")} if "density" in df else {}
+    out = df.groupby([*by, at], dropna=False).agg(**agg, mean=(metric, "mean"), std=(metric, "std"),
+                                                   n=(metric, "count")).reset_index()
+    out["mean"], out["std"] = out["mean"] * scale, out["std"] * scale
+    return out
+
+
+def mean_std(xs: Iterable[float], scale: float = 100.0, digits: int = 1) -> str:
+    """'m ± s' of the finite values (sample std; a lone value alone; '–' for none), times `scale`."""
+    v = [scale * float(x) for x in xs if x is not None and math.isfinite(float(x))]
+    if not v:
+        return "–"
+    m = f"{statistics.mean(v):.{digits}f}"
+    return f"{m} ± {statistics.stdev(v):.{digits}f}" if len(v) > 1 else m
+
+
+def markdown(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table, first column left-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def grid(df: Any, row: str, col: str, metric: str, row_fmt: Callable[[Any], str] = str,
+         cols: Sequence[Any] | None = None, scale: float = 100.0, digits: int = 1) -> str:
+    """Markdown table of `metric` (mean ± std over the rows sharing a cell) with `row` values down (largest first)
+    and `col` values across."""
+    cols = list(cols) if cols is not None else list(dict.fromkeys(df[col]))
+    out = []
+    for r in sorted(set(df[row]), key=lambda x: (-x) if isinstance(x, (int, float)) else str(x)):
+        sub = df[df[row] == r]
+        out.append([row_fmt(r), *(mean_std(sub[sub[col] == c][metric], scale, digits) for c in cols)])
+    return markdown([row, *map(str, cols)], out)
+
+
+# ----- figures
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot, on the Agg backend unless a backend was already chosen (a notebook's stays)."""
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by = list(by) if by is not None else group_columns(df)
-    s = summarize(df, metric, by)
+    return plt
+
+
+def subplots(n: int = 1, width: float = 5.0, height: float = 3.6) -> tuple[Any, list[Any]]:
+    """A figure with a row of `n` axes."""
+    fig, axes = _pyplot().subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110, close: bool = True) -> Path:
+    """Save a figure (format from the suffix), then close it unless told not to."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    if close:
+        _pyplot().close(fig)
+    return path
+
+
+def _key(key: Any) -> Any:
+    """A group key with every missing value (None, NaN) as None, so that keys from a frame and from groupby match."""
+    if isinstance(key, tuple):
+        return tuple(_key(k) for k in key)
+    return None if key is None or (isinstance(key, float) and math.isnan(key)) else key
+
+
+def _label(key: Any, by: Sequence[str]) -> str:
+    """A config column shows as name=value, a label column (a study's) by its value alone."""
+    values = key if isinstance(key, tuple) else (key,)
+    if len(by) == 1 and not by[0].startswith("cfg."):
+        return str(values[0])
+    return ", ".join(f"{c.split('.')[-1]}={v}" for c, v in zip(by, values)) or "all"
+
+
+def plot_vs(ax: Any, df: Any, x: str, metric: str, by: str | Sequence[str] | None = None,
+            order: Sequence[Any] | None = None, band: str | None = "std", at: str | None = None, scale: float = 1.0,
+            legend: bool = False, **style: Any) -> Any:
+    """One mean line of `metric` (× `scale`) per group against column `x`, with a ±1 std band (`band=None`: none);
+    points per `at` value (default: per `x` value); `by` defaults to `group_columns`, `order` lists its values
+    (tuples for several columns) in legend order (default: as they first appear); `ax=None`: a new figure's."""
+    if band not in ("std", None):
+        raise ValueError(f"band must be 'std' or None, got {band!r}")
+    by = _by(df, by)
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    groups = s.groupby(by, dropna=False) if by else [((), s)]
-    for _, part in groups:
-        part = part.sort_values("density", ascending=False)
-        ax.errorbar(part["density"] * 100, part["mean"], yerr=part["std"].fillna(0), marker="o", ms=3, capsize=2,
-                    label=_label(part.iloc[0], by))
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("density (% of weights remaining)")
+        ax = subplots(1, 6, 4)[1][0]
+    s = summarize(df, metric, by, at or x, scale)
+    parts = {_key(k): p for k, p in s.groupby(by if len(by) > 1 else by[0], dropna=False)} if by else {(): s}
+    if order is None:
+        order = list(dict.fromkeys(zip(*(df[c] for c in by)) if len(by) > 1 else df[by[0]])) if by else [()]
+    for key in order:
+        part = parts.get(_key(key))
+        if part is None or part.empty:
+            continue
+        part = part.sort_values(x)
+        (line,) = ax.plot(part[x], part["mean"], marker="o", ms=3, label=_label(key, by), **style)
+        if band == "std":
+            std = part["std"].fillna(0)
+            ax.fill_between(part[x], part["mean"] - std, part["mean"] + std, alpha=0.15, color=line.get_color())
+    ax.set_xlabel(x)
     ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7)
+    return ax
+
+
+def plot_vs_density(ax: Any, df: Any, metric: str, by: str | Sequence[str] | None = None,
+                    order: Sequence[Any] | None = None, band: str | None = "std", at: str = "round",
+                    scale: float = 1.0, legend: bool = False, **style: Any) -> Any:
+    """`plot_vs` against density on a reversed log axis (densest on the left); a point per round at its mean density
+    (`at="density"`: per density, for rows of different rounds at one density: branches, one-shot pruning)."""
+    ax = plot_vs(ax, df, "density", metric, by, order, band, at, scale, legend, **style)
+    ax.set_xscale("log")
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    ax.set_xlabel("density (fraction of prunable weights kept)")
     return ax
 
 
 def plot_layer_density(df: Any, lineage: str | None = None, ax: Any = None) -> Any:
     """Per-layer density against round for one lineage."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     part = df[df["lineage"] == (lineage or df["lineage"].iloc[0])].sort_values("round")
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
+        ax = subplots(1, 6, 4)[1][0]
     for col in [c for c in df.columns if c.startswith("layer_density.")]:
         ax.plot(part["round"], part[col], marker="o", ms=3, label=col.split(".", 1)[1])
     ax.set_yscale("log")
@@ -124,34 +235,53 @@ def plot_layer_density(df: Any, lineage: str | None = None, ax: Any = None) -> A
     return ax
 
 
+def density_report(df: Any, by: str, order: Sequence[Any], title: str,
+                   density_rows: str = "density %") -> tuple[str, Any]:
+    """The report of variants along a pruning trajectory: end-of-training and early-stop test accuracy tables
+    (density rows × `by` columns, mean ± std over seeds), the early-stop step, and a 3-panel figure."""
+    df = df.copy()
+    df[density_rows] = (100 * df["density"]).round(1)
+    pct = lambda d: f"{d:.1f}"
+    body = "\n\n".join([
+        "### Test accuracy at the end of training (%)",
+        grid(df, density_rows, by, "test_acc", pct, order),
+        "### Test accuracy at the early-stop step (minimum validation loss) (%)",
+        grid(df, density_rows, by, "early_stop_test_acc", pct, order),
+        "### Early-stop step",
+        grid(df, density_rows, by, "early_stop_step", pct, order, scale=1, digits=0),
+    ])
+    fig, axes = subplots(3, width=4.6)
+    for ax, metric, label in ((axes[0], "test_acc", "test accuracy, end of training (%)"),
+                              (axes[1], "early_stop_test_acc", "test accuracy at early stop (%)"),
+                              (axes[2], "early_stop_step", "early-stop step")):
+        plot_vs_density(ax, df, metric, by, order, at="density", scale=1 if metric == "early_stop_step" else 100)
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{title} (mean ± std over seeds)")
+    return body, fig
+
+
+# ----- lth-plot
+
 def plot_all(path: str | os.PathLike, out: str | os.PathLike, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Accuracy vs density, early-stop step vs density and per-layer density figures for a results folder."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    """Accuracy vs density, early-stop accuracy and step vs density, and per-layer density figures of a results
+    folder, one line per group of `group_columns` (mean ± std over seeds)."""
     df = load(path)
     if df.empty:
         raise ValueError(f"no finished rounds under {path}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    figures = {
-        "accuracy_vs_density": lambda ax: plot_metric_vs_density(df, "test_acc", ax=ax),
-        "early_stop_acc_vs_density": lambda ax: plot_metric_vs_density(df, "early_stop_test_acc", ax=ax),
-        "early_stop_step_vs_density": lambda ax: plot_metric_vs_density(df, "early_stop_step", ax=ax),
+    figures: dict[str, Callable[[Any], Any]] = {
+        "accuracy_vs_density": lambda ax: plot_vs_density(ax, df, "test_acc", legend=True),
+        "early_stop_acc_vs_density": lambda ax: plot_vs_density(ax, df, "early_stop_test_acc", legend=True),
+        "early_stop_step_vs_density": lambda ax: plot_vs_density(ax, df, "early_stop_step", legend=True),
         "layer_density": lambda ax: plot_layer_density(df, ax=ax),
     }
+    written = []
     for name, draw in figures.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, (ax,) = subplots(1, 6, 4)
         draw(ax)
-        fig.tight_layout()
-        for fmt in formats:
-            path_out = out / f"{name}.{fmt}"
-            fig.savefig(path_out, dpi=120)
-            written.append(path_out)
-        plt.close(fig)
+        for i, fmt in enumerate(formats):
+            written.append(save_figure(fig, out / f"{name}.{fmt}", dpi=120, close=i == len(formats) - 1))
     return written
 
 

@@ -1,22 +1,22 @@
 """Reproduction studies: many lineages (variants × seeds, branches after their sources) run in worker processes, their
-round records gathered into one frame, and a results page with mean ± std tables and a figure."""
+round records gathered into one frame, and a results page with the tables and figure a study's report draws with
+`lth.analysis`."""
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
 import logging
-import math
 import multiprocessing
 import re
-import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lth.analysis import records, save_figure
 from lth.io import atomic_write_text
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -109,60 +109,11 @@ def _check_acyclic(jobs: Sequence[Job]) -> None:
 
 
 def frame(jobs: Sequence[Job], out: str | Path) -> Any:
-    """One row per job × round record (pandas.DataFrame): the job's labels, `folder`, and the record's fields."""
+    """One row per job × round record (pandas.DataFrame): the job's labels, `folder`, and the record's fields
+    (as `lth.analysis.records` reads them)."""
     import pandas as pd
 
-    from lth.record import RunFolder
-
-    rows = []
-    for j in jobs:
-        for rec in RunFolder(Path(out) / j.folder, writer=False).rounds():
-            rec = {k: v for k, v in rec.items() if k != "layer_density"}
-            rows.append({**j.labels, "folder": j.folder, **rec})
-    return pd.DataFrame(rows)
-
-
-def mean_std(xs: Iterable[float], scale: float = 100.0, digits: int = 1) -> str:
-    """'m ± s' of the finite values (sample std; a lone value alone; '–' for none), times `scale`."""
-    v = [scale * float(x) for x in xs if x is not None and math.isfinite(float(x))]
-    if not v:
-        return "–"
-    m = f"{statistics.mean(v):.{digits}f}"
-    return f"{m} ± {statistics.stdev(v):.{digits}f}" if len(v) > 1 else m
-
-
-def markdown(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A Markdown table, first column left-aligned."""
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
-
-
-def grid(df: Any, row: str, col: str, metric: str, row_fmt: Callable[[Any], str] = str,
-         cols: Sequence[Any] | None = None, scale: float = 100.0, digits: int = 1) -> str:
-    """Markdown table of `metric` (mean ± std over the rows sharing a cell) with `row` values down and `col` across."""
-    cols = list(cols) if cols is not None else list(dict.fromkeys(df[col]))
-    out = []
-    for r in sorted(set(df[row]), key=lambda x: (-x) if isinstance(x, (int, float)) else str(x)):
-        sub = df[df[row] == r]
-        out.append([row_fmt(r), *(mean_std(sub[sub[col] == c][metric], scale, digits) for c in cols)])
-    return markdown([row, *map(str, cols)], out)
-
-
-def plot_vs_density(ax: Any, df: Any, metric: str, by: str, order: Sequence[Any] | None = None,
-                    density: str = "density", scale: float = 100.0, **style: Any) -> None:
-    """Mean line with a ±1 std band per `by` value against density (log axis, densest on the left)."""
-    for name in (order if order is not None else list(dict.fromkeys(df[by]))):
-        sub = df[df[by] == name]
-        if sub.empty:
-            continue
-        g = sub.groupby(sub[density].round(6))[metric]
-        m, s = g.mean() * scale, g.std().fillna(0) * scale
-        (line,) = ax.plot(m.index, m.values, marker="o", ms=3, label=str(name), **style)
-        ax.fill_between(m.index, (m - s).values, (m + s).values, alpha=0.15, color=line.get_color())
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("density (fraction of prunable weights kept)")
-    ax.grid(True, which="both", alpha=0.3)
+    return pd.DataFrame([{**j.labels, "folder": j.folder, **row} for j in jobs for row in records(Path(out) / j.folder)])
 
 
 def write_page(path: str | Path, title: str, body: str) -> Path:
@@ -201,28 +152,6 @@ def figure_path(args: argparse.Namespace) -> Path:
     return Path(args.figure) if args.figure else Path(args.page).with_suffix(".png")
 
 
-def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save a matplotlib figure as PNG (Agg backend; no display needed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
-
-
-def subplots(n: int = 1, width: float = 5.0, height: float = 3.6) -> tuple[Any, Any]:
-    """A row of `n` matplotlib axes on the Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
-    return fig, list(axes[0])
-
-
 def describe(args: argparse.Namespace, script: str, common: Sequence[str]) -> str:
     """The command and settings line that heads a generated results block."""
     extra = " ".join(args.overrides)
@@ -259,28 +188,3 @@ def study_main(name: str, title: str, doc: str, jobs: Callable[[argparse.Namespa
     write_page(page, title, f"{describe(args, name, common)}\n\n{body.strip()}\n\n![{title}]({rel.as_posix()})")
     print(body, flush=True)
     return df
-
-
-def density_report(df: Any, by: str, order: Sequence[Any], title: str, density_rows: str = "density %") -> tuple[str, Any]:
-    """The usual report of variants along a pruning trajectory: end-of-training and early-stop test accuracy tables
-    (density rows × `by` columns, mean ± std over seeds), the early-stop step, and a 3-panel figure."""
-    df = df.copy()
-    df[density_rows] = (100 * df["density"]).round(1)
-    pct = lambda d: f"{d:.1f}"
-    body = "\n\n".join([
-        "### Test accuracy at the end of training (%)",
-        grid(df, density_rows, by, "test_acc", pct, order),
-        "### Test accuracy at the early-stop step (minimum validation loss) (%)",
-        grid(df, density_rows, by, "early_stop_test_acc", pct, order),
-        "### Early-stop step",
-        grid(df, density_rows, by, "early_stop_step", pct, order, scale=1, digits=0),
-    ])
-    fig, axes = subplots(3, width=4.6)
-    for ax, metric, label in ((axes[0], "test_acc", "test accuracy, end of training (%)"),
-                              (axes[1], "early_stop_test_acc", "test accuracy at early stop (%)"),
-                              (axes[2], "early_stop_step", "early-stop step")):
-        plot_vs_density(ax, df, metric, by, order, scale=1 if metric == "early_stop_step" else 100)
-        ax.set_ylabel(label)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{title} (mean ± std over seeds)")
-    return body, fig

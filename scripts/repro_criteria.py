@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lth.reproduce import Job, density_report, study_main
+from lth.analysis import density_report
+from lth.reproduce import Job, study_main
 
 CRITERIA = ("large_final", "magnitude_increase", "movement", "large_init_large_final", "random", "small_final",
             "small_init_small_final")

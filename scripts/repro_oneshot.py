@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lth.reproduce import Job, density_report, markdown, mean_std, study_main
+from lth.analysis import density_report, markdown, mean_std
+from lth.reproduce import Job, study_main
 
 VARIANTS = ("iterative", "one-shot")
 

@@ -37,7 +37,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lth.reproduce import Job, markdown, mean_std, plot_vs_density, study_main, subplots
+from lth.analysis import grid, markdown, mean_std, plot_vs_density, subplots
+from lth.reproduce import Job, study_main
 
 STRUCTURED = ("dense", "fine-tuned", "scratch-E", "scratch-B")
 SCRATCH = {"scratch-E": "scratch_e", "scratch-B": "scratch_b"}
@@ -174,20 +175,16 @@ def _ticket_tables(b, args: argparse.Namespace) -> list[str]:
          f"{100 * args.fraction:g}% of each layer per round. Liu et al.: the ticket's init helps only at the "
          "small lr (0.01), not at the optimal 0.1."),
         "### Test accuracy at the end of training (%)",
-        _grid(b, "test_acc", cols),
+        grid(b, "density %", "column", "test_acc", _two_digits, cols),
         "### Test accuracy at the early-stop step (minimum validation loss) (%)",
-        _grid(b, "early_stop_test_acc", cols),
+        grid(b, "density %", "column", "early_stop_test_acc", _two_digits, cols),
         "### Ticket minus random reinit at the same density (percentage points, paired by seed)",
         markdown(gap_header, gaps),
     ]
 
 
-def _grid(b, metric: str, cols: list[str]) -> str:
-    rows = []
-    for d in sorted(set(b["density %"]), reverse=True):
-        at = b[b["density %"] == d]
-        rows.append([f"{d:.2f}", *(mean_std(at[at["column"] == c][metric]) for c in cols)])
-    return markdown(["density %", *cols], rows)
+def _two_digits(d: float) -> str:
+    return f"{d:.2f}"
 
 
 def _structured_panel(ax, a) -> None:
@@ -212,10 +209,7 @@ def _ticket_panel(ax, b) -> None:
     for i, lr in enumerate(dict.fromkeys(b["lr"])):
         for v, ls in zip(TICKET_VARIANTS, ("-", "--")):
             sub = b[(b["lr"] == lr) & (b["variant"] == v)]
-            n = len(ax.collections)
-            plot_vs_density(ax, sub, "test_acc", "column", color=f"C{i}", linestyle=ls)
-            for band in ax.collections[n:]:  # the ±1 std band in its line's colour
-                band.set_color(f"C{i}")
+            plot_vs_density(ax, sub, "test_acc", "column", at="density", scale=100, color=f"C{i}", linestyle=ls)
     ax.set_ylabel("test accuracy, end of training (%)")
     ax.set_title("(b) ticket (θ0) vs random reinit, SGD")
     ax.legend(fontsize=8)

@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from repro_criteria import zhou_job
 
-from lth.reproduce import Job, density_report, study_main
+from lth.analysis import density_report
+from lth.reproduce import Job, study_main
 
 VARIANTS = {  # label → (reset, mask0)
     "rewind": ("rewind", "zero"),

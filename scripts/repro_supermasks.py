@@ -27,7 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from lth.reproduce import Job, grid, markdown, mean_std, plot_vs_density, study_main, subplots
+from lth.analysis import grid, markdown, mean_std, plot_vs, plot_vs_density, subplots
+from lth.reproduce import Job, study_main
 
 HEURISTICS = {  # column → overrides of a heuristic supermask of the dense source's round 0
     "large_final_same_sign, signed constant": ("supermask.criterion=large_final_same_sign",
@@ -140,22 +141,16 @@ def report(df: pd.DataFrame, args: argparse.Namespace) -> tuple[str, Any]:
                   for name in BERNOULLI]),
     ]
     fig, axes = subplots(3, width=4.8)
-    plot_vs_density(axes[0], h, "test_acc", "variant", list(HEURISTICS))
+    plot_vs_density(axes[0], h, "test_acc", "variant", list(HEURISTICS), at="density", scale=100)
     axes[0].set_xticks(args.densities, [f"{d:g}" for d in args.densities])
     axes[0].minorticks_off()
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].set_title("heuristic supermasks (no training)")
     axes[0].legend(fontsize=7)
-    for name in EDGE_POPUP:
-        g = e[e["variant"] == name].groupby("k")["test_acc"]
-        m, s = g.mean() * 100, g.std().fillna(0) * 100
-        axes[1].plot(m.index, m.values, marker="o", ms=3, label=name)
-        axes[1].fill_between(m.index, (m - s).values, (m + s).values, alpha=0.15)
+    plot_vs(axes[1], e, "k", "test_acc", "variant", list(EDGE_POPUP), scale=100, legend=True)
     axes[1].set_xlabel("k (fraction of each layer kept)")
     axes[1].set_ylabel("test accuracy (%)")
     axes[1].set_title("edge-popup")
-    axes[1].grid(True, alpha=0.3)
-    axes[1].legend(fontsize=7)
     for i, name in enumerate(BERNOULLI):
         sub = b[b["variant"] == name]
         std = float(sub["test_acc"].std()) * 100 if len(sub) > 1 else 0.0

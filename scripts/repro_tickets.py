@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lth.reproduce import Job, density_report, markdown, mean_std, study_main
+from lth.analysis import density_report, markdown, mean_std
+from lth.reproduce import Job, study_main
 
 VARIANTS = ("ticket", "random mask", "random reinit")
 CONTROLS = {"random mask": ("branch.random_mask=true", "ticket.reset=rewind"),

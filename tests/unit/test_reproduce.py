@@ -1,25 +1,9 @@
-"""lth.reproduce: job scheduling (sources before branches, failures kept apart), tables, and results pages."""
+"""lth.reproduce: job scheduling (sources before branches, failures kept apart), the study frame, results pages."""
 
 import pytest
 
 from lth import reproduce
-from lth.reproduce import Job, grid, mean_std, run_jobs, write_page
-
-
-def test_mean_std_is_the_sample_std_in_percent_and_skips_missing_values():
-    assert mean_std([0.5, 0.7]) == "60.0 ± 14.1"  # sample std of 50, 70 = 14.142
-    assert mean_std([0.25]) == "25.0"
-    assert mean_std([None, float("nan")]) == "–"
-    assert mean_std([200, 300], scale=1, digits=0) == "250 ± 71"
-
-
-def test_grid_puts_mean_and_std_in_each_cell_densest_row_first():
-    import pandas as pd
-
-    df = pd.DataFrame({"d": [100.0, 100.0, 50.0, 50.0, 50.0], "v": ["a", "a", "a", "b", "b"],
-                       "acc": [0.6, 0.8, 0.5, 0.1, 0.3]})
-    assert grid(df, "d", "v", "acc", cols=["a", "b"]).splitlines() == [
-        "| d | a | b |", "|---|---:|---:|", "| 100.0 | 70.0 ± 14.1 | – |", "| 50.0 | 50.0 | 20.0 ± 14.1 |"]
+from lth.reproduce import Job, run_jobs, write_page
 
 
 def _fake_run(calls, fail=()):
