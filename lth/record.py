@@ -18,6 +18,7 @@ import yaml
 from torch import Tensor
 
 from lth import masks as masks_io
+from lth.flat import flatten
 from lth.io import atomic_torch_save, atomic_write_text, read_jsonl, remove_stale_temp_files, write_jsonl
 
 # Config keys that may change between invocations of one lineage without changing its results.
@@ -158,24 +159,13 @@ class ConsoleSink:
         pass
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_differences(
     a: Mapping[str, Any], b: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
 ) -> list[str]:
     """Dotted keys whose values differ between two configs, ignoring NON_SEMANTIC_KEYS; a key one side lacks (a run
     written before that option existed) takes its value from `defaults`."""
-    fd = _flatten(defaults or {})
-    fa, fb = {**fd, **_flatten(a)}, {**fd, **_flatten(b)}
+    fd = flatten(defaults or {})
+    fa, fb = {**fd, **flatten(a)}, {**fd, **flatten(b)}
 
     def ignored(k: str) -> bool:
         return any(k == n or k.startswith(n + ".") for n in NON_SEMANTIC_KEYS)
@@ -227,7 +217,7 @@ class RunFolder:
             return
         diff = config_differences(old, config, defaults)
         if diff:
-            fa, fb = _flatten(old), _flatten(config)
+            fa, fb = flatten(old), flatten(config)
             lines = "\n".join(f"  {k}: existing={fa.get(k)!r} new={fb.get(k)!r}" for k in diff)
             raise ValueError(
                 f"{self.path} holds a run with a different config; refusing to mix results.\n"
