@@ -37,11 +37,17 @@ class Clock:
         self.t0: tuple[float, float] | None = None
         self.t1: tuple[float, float] | None = None
 
+    def reset(self) -> None:
+        """Forget both ends (the clock can time another run)."""
+        self.t0 = self.t1 = None
+
     def start(self) -> None:
+        """Synchronise the device and note the start."""
         sync(self.device)
         self.t0 = (time.perf_counter(), time.process_time())
 
     def stop(self) -> None:
+        """Synchronise the device and note the end."""
         sync(self.device)
         self.t1 = (time.perf_counter(), time.process_time())
 

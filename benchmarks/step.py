@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +106,8 @@ def fused_supported(device: torch.device) -> bool:
 
 
 def random_datamodule(case: StepCase, **kwargs: Any) -> Any:
-    """A TensorDataModule of seeded random tensors shaped like `case.dataset` (no files needed)."""
+    """A TensorDataModule of seeded random tensors shaped like `case.dataset` (no files needed); `kwargs` are the
+    datamodule arguments (unknown ones ignored)."""
     from lth.data import TensorDataModule
 
     class RandomTensors(TensorDataModule):
@@ -161,8 +161,6 @@ def _lightning_kit() -> Any:
     """Lightning-based pieces (built on first use, so importing this module stays light)."""
     import pytorch_lightning as pl
 
-    from lth.runner import Lineage
-
     class StepClock(pl.Callback):
         """Starts a Clock before training batch `warm_steps + 1`, stops it when training ends (evaluations included)."""
 
@@ -175,15 +173,6 @@ def _lightning_kit() -> Any:
 
         def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             self.clock.stop()
-
-    class ClockedLineage(Lineage):
-        """A Lineage whose Trainers also carry a StepClock (nothing else changes)."""
-
-        step_clock: StepClock | None = None
-
-        def _trainer(self, r: int, callbacks: list[pl.Callback], *args: Any, **kwargs: Any) -> pl.Trainer:
-            extra = [self.step_clock] if self.step_clock is not None else []
-            return super()._trainer(r, [*callbacks, *extra], *args, **kwargs)
 
     class BareModule(pl.LightningModule):
         """Lightning's floor: cross-entropy training and val/test loss + accuracy sums, nothing else."""
@@ -214,7 +203,7 @@ def _lightning_kit() -> Any:
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return self.optimizer(self.model.parameters())
 
-    return argparse.Namespace(pl=pl, StepClock=StepClock, ClockedLineage=ClockedLineage, BareModule=BareModule)
+    return argparse.Namespace(pl=pl, StepClock=StepClock, BareModule=BareModule)
 
 
 def evaluate(model: nn.Module, splits: Iterable[tuple[Tensor, Tensor]], batch_size: int, device: torch.device) -> list:
@@ -307,16 +296,23 @@ def _time_lightning(
     return clock.per_step(case.steps - case.warm_steps)
 
 
-def _time_lth(lineage: Any, masks: dict[str, Tensor], case: StepCase, device: torch.device) -> dict[str, float]:
-    clock = Clock(device)
-    lineage.step_clock = _lightning_kit().StepClock(clock, case.warm_steps)
+def _time_lth(lineage: Any, clock: Clock, masks: dict[str, Tensor], case: StepCase) -> dict[str, float]:
+    clock.reset()  # the lineage's StepClock starts and stops it during the round
     lineage.train_round(1, masks)
     return clock.per_step(case.steps - case.warm_steps)
+
+
+def lineage_datamodule(case: StepCase, cfg: Any) -> Any:
+    """The random datamodule a lineage with config `cfg` gets, built from the same `cfg.data` fields as the runner's."""
+    d = cfg.data
+    return random_datamodule(case, root=d.root, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
+                             seed=cfg.seed, val_size=d.val_size, num_train=d.num_train)
 
 
 def step_contenders(case: StepCase, device: torch.device, workdir: Path) -> dict[str, Timed]:
     """Timed callables of one case, one per contender; each returns its steady-state seconds per step."""
     from lth.models import build_model, reinitialize
+    from lth.runner import Lineage
 
     kit = _lightning_kit()
     data = random_datamodule(case, batch_size=case.batch_size, eval_batch_size=case.eval_batch_size, seed=0,
@@ -343,11 +339,12 @@ def step_contenders(case: StepCase, device: torch.device, workdir: Path) -> dict
             fns[name] = functools.partial(_time_lightning, fresh_model(), spec, data, case, device, workdir / name)
         else:
             cfg = lineage_config(case, device, c.overrides, spec)
-            with mock.patch("lth.data.build_datamodule", lambda _name, **kw: random_datamodule(case, **kw)):
-                lineage = kit.ClockedLineage(cfg, workdir / name, sinks=[])
+            clock = Clock(device)
+            lineage = Lineage(cfg, workdir / name, sinks=[], datamodule=lineage_datamodule(case, cfg),
+                              callbacks=[kit.StepClock(clock, case.warm_steps)])
             masks = _density_masks(lineage.manager, DENSITY)
             lineage.manager.set_masks(masks)
-            fns[name] = functools.partial(_time_lth, lineage, masks, case, device)
+            fns[name] = functools.partial(_time_lth, lineage, clock, masks, case)
     return fns
 
 
