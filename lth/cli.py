@@ -1,9 +1,16 @@
-"""`lth-run`: composes the Hydra config, validates it, and runs one lineage into the job's output folder."""
+"""`lth-run`: composes the Hydra config, validates it, and runs one lineage into the job's output folder.
+
+Configs are searched in the packaged `lth/conf/` first, then in `./conf` of the working directory (the user's overlay:
+`hydra.searchpath` in `lth/conf/config.yaml`), then in any `--config-dir`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
@@ -25,11 +32,20 @@ if not OmegaConf.has_resolver("lth_dirname"):
     OmegaConf.register_new_resolver("lth_dirname", _run_dir_name)
 
 
+@contextlib.contextmanager
+def overlay_optional() -> Iterator[None]:
+    """Silence Hydra's warning that the `./conf` overlay is not there: most working directories have none."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"provider=hydra\.searchpath in main, path=conf is not available",
+                                UserWarning)
+        yield
+
+
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The typed config `lth-run <overrides>` would run (for scripts, notebooks and tests)."""
+    """The typed config `lth-run <overrides>` would run (for scripts, notebooks and tests); `./conf` is searched too."""
     from hydra import compose, initialize_config_module
 
-    with initialize_config_module("lth.conf", version_base="1.3"):
+    with overlay_optional(), initialize_config_module("lth.conf", version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
@@ -57,7 +73,8 @@ def app(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    with overlay_optional():
+        app()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Benchmark lth: step overhead, pruning, memory, start-up (`python scripts/bench.py --help`)."""
 
 import sys
+from pathlib import Path
 
-from lth.bench import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's benchmarks/ (not in the wheel)
+
+from benchmarks.harness import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,11 +2,12 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from lth import bench
+from benchmarks import common, harness, memory, pruning, startup, step
 
 CONTENDERS = {"raw", "lightning", "lth"}
 STEP_FIELDS = ("ms_per_step", "cpu_ms_per_step", "round_seconds", "step_ratio", "cpu_step_ratio", "round_ratio",
@@ -15,12 +16,12 @@ STEP_FIELDS = ("ms_per_step", "cpu_ms_per_step", "round_seconds", "step_ratio", 
 
 def test_quick_benchmark_writes_every_figure_and_meets_structural_targets(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench.main(["--quick", "--threads", "1", "--skip", "startup", "--out", str(out)]) == 0
+    assert harness.main(["--quick", "--threads", "1", "--skip", "startup", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert list(r) == ["meta", "step", "pruning", "memory", "imports", "targets"]
     assert r["meta"]["quick"] is True and r["meta"]["device"] == "cpu" and r["meta"]["torch_threads"] == 1
 
-    for name, case in bench.QUICK_STEP_CASES.items():
+    for name, case in step.QUICK_STEP_CASES.items():
         s = r["step"][name]
         for field in STEP_FIELDS:
             assert set(s[field]) == CONTENDERS, field
@@ -31,7 +32,7 @@ def test_quick_benchmark_writes_every_figure_and_meets_structural_targets(tmp_pa
         assert all(len(t["total"]) == 3 and len(t["step_cpu"]) == 3 for t in s["times"].values())  # 3 quick repeats
 
     p = r["pruning"]
-    assert p["params"] == sum(math.prod(s) for s in bench.resnet50_shapes(0.125).values())
+    assert p["params"] == sum(math.prod(s) for s in pruning.resnet50_shapes(0.125).values())
     assert set(p["seconds"]) == {"naive_global", "select_global", "select_layerwise", "prune_reset"}
     assert set(p["prune_reset_parts"]) == {"score", "select", "reset"}
 
@@ -64,19 +65,19 @@ def test_quick_benchmark_writes_every_figure_and_meets_structural_targets(tmp_pa
 
 def test_resnet50_shapes_have_resnet50s_weight_count():
     # torchvision's resnet50 has 25,557,032 parameters: minus 53,120 in BatchNorm and the fc bias of 1,000
-    shapes = bench.resnet50_shapes()
+    shapes = pruning.resnet50_shapes()
     assert sum(math.prod(s) for s in shapes.values()) == 25_502_912
     assert len(shapes) == 54 and shapes["fc"] == (1000, 2048) and shapes["layer4_0_downsample"] == (2048, 1024, 1, 1)
 
 
 def test_paired_ratio_is_the_median_of_per_repeat_ratios():
-    assert bench.paired_ratio([2.0, 3.0, 10.0], [1.0, 2.0, 4.0]) == 2.0  # ratios 2, 1.5, 2.5
+    assert common.paired_ratio([2.0, 3.0, 10.0], [1.0, 2.0, 4.0]) == 2.0  # ratios 2, 1.5, 2.5
 
 
 def test_contenders_take_turns_in_rotating_order():
     calls = []
     fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
-    times = bench.time_interleaved(fns, repeats=3, warmup=1, device=torch.device("cpu"))
+    times = common.time_interleaved(fns, repeats=3, warmup=1, device=torch.device("cpu"))
     assert "".join(calls) == "abc" + "abc" + "bca" + "cab"
     assert {k: len(v["total"]) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
 
@@ -95,41 +96,41 @@ def _results(quick, lth_ratio, other=0.2, loaded=()):
 
 
 def test_targets_are_judged_outside_quick_mode_only():
-    passed = {c["key"]: c["pass"] for c in bench.check_targets(_results(False, 1.2))}
+    passed = {c["key"]: c["pass"] for c in harness.check_targets(_results(False, 1.2))}
     assert passed == {"step_overhead/lenet_300_100": True, "mask_bytes": True, "other_bytes": True,
                       "mask_file_bits": True, "mask_file_header": True, "lazy_imports": True}
-    failed = {c["key"]: c for c in bench.check_targets(_results(False, 1.3, other=4.6, loaded=["sklearn"]))}
+    failed = {c["key"]: c for c in harness.check_targets(_results(False, 1.3, other=4.6, loaded=["sklearn"]))}
     assert failed["step_overhead/lenet_300_100"]["pass"] is False
     assert failed["other_bytes"]["limit"] == 4.5 and failed["other_bytes"]["pass"] is False  # 0.5 + 4 MiB / 1 Mi
     assert failed["lazy_imports"]["pass"] is False and failed["lazy_imports"]["value"] == ["sklearn"]
-    quick = {c["key"]: c["pass"] for c in bench.check_targets(_results(True, 1.3))}
+    quick = {c["key"]: c["pass"] for c in harness.check_targets(_results(True, 1.3))}
     assert quick["step_overhead/lenet_300_100"] is None and quick["mask_bytes"] is True
 
 
 def test_memory_worker_counts_masks_and_snapshots_exactly():
-    report = bench.memory_worker("masks_rewind", 32, 1, "cpu")
+    report = memory.memory_worker("masks_rewind", 32, 1, "cpu")
     assert report["params"] == 2 * (32 * 32 + 32) + 32 * 10 + 10 == 2442
     assert report["prunable"] == report["mask_bytes"] == 2 * 32 * 32 + 32 * 10 == 2368  # one byte per weight
     assert report["snapshot_bytes"] == 2 * 4 * 2442  # θ0 and θk of every parameter, float32
-    assert bench.memory_worker("dense", 32, 1, "cpu")["mask_bytes"] == 0
+    assert memory.memory_worker("dense", 32, 1, "cpu")["mask_bytes"] == 0
     with pytest.raises(ValueError, match="valid choices: dense, masks, masks_rewind"):
-        bench.memory_worker("sparse", 32, 1, "cpu")
+        memory.memory_worker("sparse", 32, 1, "cpu")
 
 
 def test_bad_section_and_device_are_rejected():
     with pytest.raises(ValueError, match="valid choices: step, pruning, memory, imports, startup"):
-        bench.run(sections=["steps"])
+        harness.run(sections=["steps"])
     for device in ("tpu", "mps"):
         with pytest.raises(ValueError, match="valid choices: cpu, cuda"):
-            bench.run(device=device, sections=[])
+            harness.run(device=device, sections=[])
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch.cuda.is_available"):
-            bench.run(device="cuda", sections=[])
+            harness.run(device="cuda", sections=[])
 
 
 @pytest.mark.slow
 def test_startup_section_times_lth_run_against_import_torch():
-    s = bench.startup_suite(repeats=1, warmup=0, threads=1)
+    s = startup.startup_suite(repeats=1, warmup=0, threads=1)
     assert set(s["seconds"]) == {"import_torch", "import_lth", "lth_run_smoke"}
     assert s["ratio"]["import_torch"] == 1.0
     assert s["seconds"]["lth_run_smoke"] > s["seconds"]["import_torch"] > 0
@@ -140,9 +141,9 @@ def test_step_overhead_guard():
     # A loose bound on a short run: catches an accidental per-step sync, copy or log call; the real figure (and the
     # 1.25x target) is the benchmark's. CPU time of one thread: other jobs on the machine barely move it.
     torch.set_num_threads(1)
-    case = bench.replace(bench.STEP_CASES["lenet_300_100"], steps=300, eval_every=100, num_train=3000, num_eval=500,
+    case = replace(step.STEP_CASES["lenet_300_100"], steps=300, eval_every=100, num_train=3000, num_eval=500,
                          contenders=("raw", "lightning", "lth"))
-    r = bench.step_suite({"lenet": case}, torch.device("cpu"), repeats=5, warmup=1)["lenet"]
+    r = step.step_suite({"lenet": case}, torch.device("cpu"), repeats=5, warmup=1)["lenet"]
     assert r["judged_clock"] == "cpu"
     assert r["judged_ratio"]["lth"] <= 2.0, r["judged_ratio"]
     assert r["judged_ratio"]["lth"] / r["judged_ratio"]["lightning"] <= 1.6, r["judged_ratio"]

@@ -102,13 +102,14 @@ def test_step_overhead_regression_guard():
     """A short LeNet round stays under 1.6x a raw loop's per-step time (the real figure lives in scripts/bench.py)."""
     from dataclasses import replace
 
-    from lth import bench
+    from benchmarks.common import torch_threads
+    from benchmarks.step import STEP_CASES, step_suite
 
-    case = replace(bench.STEP_CASES["lenet_300_100"], steps=300, eval_every=100, contenders=("raw", "lth"))
+    case = replace(STEP_CASES["lenet_300_100"], steps=300, eval_every=100, contenders=("raw", "lth"))
     ratios = []
     for _ in range(3):  # a busy machine only ever makes a run slower: one clean measurement under the bound suffices
-        with bench._threads(1):
-            result = bench.step_suite({"lenet": case}, torch.device("cpu"), repeats=3, warmup=1)
+        with torch_threads(1):
+            result = step_suite({"lenet": case}, torch.device("cpu"), repeats=3, warmup=1)
         ratios.append(result["lenet"]["judged_ratio"]["lth"])
         print(f"step overhead {ratios[-1]:.3f}x")
         if ratios[-1] <= 1.6:

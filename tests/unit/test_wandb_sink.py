@@ -6,7 +6,8 @@ import pytest
 
 from lth.cli import compose_config
 from lth.runner import run
-from lth.wandb_sink import ROUND_METRICS, find_run_file, read_config, read_history
+from lth.wandb_sink import ROUND_METRICS
+from tests.wandb_reader import find_run_file, read_config, read_history
 
 
 def test_offline_run_mirrors_every_round(tmp_path, data_root, monkeypatch):

@@ -1,0 +1,161 @@
+"""Shared pieces of the benchmarks: device-synchronised clocks, interleaved timing, threads, quiet Lightning, and
+fresh-interpreter subprocesses."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LR = 1.2e-3  # Adam, as the LeNet preset
+DENSITY = 0.2
+ROOT = Path(__file__).resolve().parents[1]  # the repository (its lth and benchmarks/)
+
+
+# ----------------------------------------------------------------------------------------------------------- timing
+def sync(device: torch.device) -> None:
+    """Wait for queued device work (CUDA), so wall-clock timers measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Clock:
+    """A start/stop clock (wall and this process's CPU time) that synchronises the device at both ends."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.t0: tuple[float, float] | None = None
+        self.t1: tuple[float, float] | None = None
+
+    def reset(self) -> None:
+        """Forget both ends (the clock can time another run)."""
+        self.t0 = self.t1 = None
+
+    def start(self) -> None:
+        """Synchronise the device and note the start."""
+        sync(self.device)
+        self.t0 = (time.perf_counter(), time.process_time())
+
+    def stop(self) -> None:
+        """Synchronise the device and note the end."""
+        sync(self.device)
+        self.t1 = (time.perf_counter(), time.process_time())
+
+    @property
+    def seconds(self) -> float:
+        """Wall seconds between start and stop (NaN if either is missing)."""
+        return math.nan if self.t0 is None or self.t1 is None else self.t1[0] - self.t0[0]
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds this process used between start and stop (all its threads; NaN if either is missing)."""
+        return math.nan if self.t0 is None or self.t1 is None else self.t1[1] - self.t0[1]
+
+    def per_step(self, steps: int) -> dict[str, float]:
+        """Wall ("step") and CPU ("step_cpu") seconds per step."""
+        return {"step": self.seconds / max(steps, 1), "step_cpu": self.cpu_seconds / max(steps, 1)}
+
+
+Timed = Callable[[], Mapping[str, float] | None]
+
+
+def time_interleaved(fns: Mapping[str, Timed], repeats: int, warmup: int, device: torch.device) -> dict[str, dict]:
+    """Per function: wall seconds of each repeat ("total") plus the named durations it returns itself.
+
+    The functions take turns, the order rotating each repeat, so drift of the machine hits all of them alike.
+    """
+    names = list(fns)
+    for _ in range(warmup):
+        for n in names:
+            fns[n]()
+    out: dict[str, dict[str, list[float]]] = {n: {"total": []} for n in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            sync(device)
+            t = time.perf_counter()
+            extra = fns[n]() or {}
+            sync(device)
+            out[n]["total"].append(time.perf_counter() - t)
+            for key, v in extra.items():
+                out[n].setdefault(key, []).append(float(v))
+    return out
+
+
+def median(xs: Sequence[float]) -> float:
+    """Median of `xs`."""
+    return float(statistics.median(xs))
+
+
+def paired_ratio(xs: Sequence[float], base: Sequence[float]) -> float:
+    """Median over repeats of x / baseline within the same repeat (neighbours in time share the machine's load)."""
+    return median([x / b for x, b in zip(xs, base)])
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `n` inside the block (unchanged for None)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence Lightning's info lines and known warnings while benchmarking."""
+    import logging
+    import warnings
+
+    import pytorch_lightning  # noqa: F401  (its import sets its loggers' levels; override them after)
+
+    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+# ------------------------------------------------------------------------------------------------------ subprocesses
+def python_env(threads: int | None) -> dict[str, str]:
+    """The environment of a benchmark subprocess: W&B off unless set, warnings silenced, `threads` OpenMP threads."""
+    env = dict(os.environ)
+    env.setdefault("WANDB_MODE", "disabled")
+    env["PYTHONWARNINGS"] = "ignore"
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def python(code: str, env: Mapping[str, str]) -> subprocess.Popen:
+    """Start a fresh interpreter running `code` (stdout and stderr captured)."""
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(env))
+
+
+def collect(proc: subprocess.Popen, what: str) -> dict[str, Any]:
+    """Wait for `proc` and parse the JSON of its last output line (its stderr in the error if it failed)."""
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
