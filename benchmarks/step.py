@@ -266,7 +266,7 @@ def _density_masks(manager: Any, density: float, seed: int = 0) -> dict[str, Ten
 
 
 def _time_raw(model: nn.Module, spec: dict, data: Any, case: StepCase, device: torch.device) -> dict[str, float]:
-    from lth.runner import optimizer_factory
+    from lth.lit import optimizer_factory
 
     torch.use_deterministic_algorithms(False)  # a Trainer with deterministic=True leaves the global flag on
     clock = Clock(device)
@@ -278,7 +278,7 @@ def _time_lightning(
     model: nn.Module, spec: dict, data: Any, case: StepCase, device: torch.device, workdir: Path
 ) -> dict[str, float]:
     from lth.data import TensorBatches
-    from lth.runner import optimizer_factory
+    from lth.lit import optimizer_factory
 
     kit = _lightning_kit()
     clock = Clock(device)

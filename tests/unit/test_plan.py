@@ -16,12 +16,12 @@ def plan_for(cfg, tmp_path):
 
 
 def test_plan_of_the_smoke_lineage(smoke_config, tmp_path):
-    plan, data = plan_for(smoke_config("pruning.output_fraction=0.25", "ticket.reset_seed=7"), tmp_path)
+    plan, _ = plan_for(smoke_config("pruning.output_fraction=0.25", "ticket.reset_seed=7"), tmp_path)
     assert plan.fraction == 0.5 and plan.layer_fractions == {"output.weight": 0.25}
     assert plan.rewind_step == 0 and plan.reset_seed == 7 and plan.layout is None
     assert plan.world == 1 and plan.writer
     assert plan.flops_dense == 64 * 32 + 32 * 10  # the smoke MLP 64-32-10, per example
-    counts, overrides, unit = plan.schedule_units(MaskManager(build_model("mlp", (1, 8, 8), 10, hidden=[32])))
+    counts, _, unit = plan.schedule_units(MaskManager(build_model("mlp", (1, 8, 8), 10, hidden=[32])))
     assert counts == {"hidden.0.weight": 2048, "output.weight": 320} and unit == "weight"
 
 

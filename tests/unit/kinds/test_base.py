@@ -1,5 +1,7 @@
 """Experiment kinds: selection from the config, and a new kind and a new reset plugged in without touching the runner."""
 
+import typing
+
 import pytest
 import torch
 
@@ -29,7 +31,7 @@ class DenseOnly(Kind):
     """A toy kind: evaluates the untrained dense network at two fixed masks, through the public extension points."""
 
     name = "test_dense_only"
-    seen: list[str] = []
+    seen: typing.ClassVar[list[str]] = []
 
     @classmethod
     def applies(cls, cfg):
