@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from lth.supermask.config import SupermaskConfig
 
-
-class Scope(str, Enum):
-    layerwise = "layerwise"
-    global_ = "global"
+# OmegaConf reads and writes an enum field by member *name*, so every member's name is the word users type
+# (`pruning.scope=global`). `global` is a Python keyword, hence the functional form; `global_` stays an alias
+# (same member) because run folders written before hold `scope: global_` in their config.yaml.
+Scope = Enum(  # type: ignore[misc]
+    "Scope", [("layerwise", "layerwise"), ("global", "global"), ("global_", "global")], type=str, module=__name__
+)
+Scope.__doc__ = "pruning.scope: layerwise (each layer its own fraction) or global (one threshold over all prunables)."
 
 
 class Granularity(str, Enum):
+    """pruning.granularity: single weights, or whole neurons / filters."""
+
     weight = "weight"
     neuron = "neuron"
 
 
 class Mask0(str, Enum):
+    """ticket.mask0: what pruned weights are (0, or frozen at θ0)."""
+
     zero = "zero"
     freeze_init = "freeze_init"
+
+
+def choices(enum: type[Enum]) -> tuple[str, ...]:
+    """The names a config accepts for an enum field, canonical ones only (aliases left out)."""
+    return tuple(m.name for m in enum)
 
 
 BRANCH_DEFAULTS: dict[str, Any] = {"from": None, "round": None, "random_mask": False}
@@ -132,10 +147,47 @@ class Config:
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:
-    """The config as plain, YAML-safe Python containers (enums as their values)."""
-    import dataclasses
-
+    """The config as plain, YAML-safe Python containers (enums as their names)."""
     from omegaconf import OmegaConf
 
     node = OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
     return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+def _enum_fields(cls: type, prefix: str = "") -> dict[str, type[Enum]]:
+    """Dotted key → enum type, for every enum-typed field of a schema dataclass (nested ones included)."""
+    out: dict[str, type[Enum]] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints.get(f.name)
+        if isinstance(t, type) and issubclass(t, Enum):
+            out[prefix + f.name] = t
+        elif isinstance(t, type) and dataclasses.is_dataclass(t):
+            out.update(_enum_fields(t, f"{prefix}{f.name}."))
+    return out
+
+
+def canonical_config(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain config dict (e.g. a run folder's config.yaml) with every enum field written as its canonical name, so
+    an alias (`scope: global_`) compares equal to the name it stands for (`scope: global`)."""
+    out: dict[str, Any] = dict(d)
+    for key, enum in ENUM_FIELDS.items():
+        *parents, leaf = key.split(".")
+        node: Any = out
+        for p in parents:  # copy the path down to the field, leaving the caller's dict untouched
+            if not isinstance(node.get(p), Mapping):
+                break
+            node[p] = dict(node[p])
+            node = node[p]
+        else:
+            v = node.get(leaf)
+            if isinstance(v, Enum):
+                v = v.name
+            if isinstance(v, str):
+                member = enum.__members__.get(v) or next((m for m in enum if m.value == v), None)
+                if member is not None:
+                    node[leaf] = member.name
+    return out
+
+
+ENUM_FIELDS: dict[str, type[Enum]] = _enum_fields(Config)

@@ -18,6 +18,7 @@ import yaml
 from torch import Tensor
 
 from lth import masks as masks_io
+from lth.config import canonical_config
 from lth.flat import flatten
 from lth.io import atomic_torch_save, atomic_write_text, read_jsonl, remove_stale_temp_files, write_jsonl
 
@@ -164,8 +165,8 @@ def config_differences(
 ) -> list[str]:
     """Dotted keys whose values differ between two configs, ignoring NON_SEMANTIC_KEYS; a key one side lacks (a run
     written before that option existed) takes its value from `defaults`."""
-    fd = flatten(defaults or {})
-    fa, fb = {**fd, **flatten(a)}, {**fd, **flatten(b)}
+    fd = flatten(defaults or {})  # enum aliases (an old `scope: global_`) compare as their canonical name
+    fa, fb = {**fd, **flatten(canonical_config(a))}, {**fd, **flatten(canonical_config(b))}
 
     def ignored(k: str) -> bool:
         return any(k == n or k.startswith(n + ".") for n in NON_SEMANTIC_KEYS)

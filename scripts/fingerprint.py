@@ -21,7 +21,7 @@ from typing import Any
 # (folder, overrides); "{root}" is replaced by the runs' temporary folder
 RUNS: list[tuple[str, list[str]]] = [
     ("smoke", ["experiment=smoke", "ticket.rounds=2", "ticket.rewind_step=10"]),
-    ("smoke_global", ["experiment=smoke", "ticket.rounds=2", "pruning.scope=global_", "pruning.output_fraction=0.25"]),
+    ("smoke_global", ["experiment=smoke", "ticket.rounds=2", "pruning.scope=global", "pruning.output_fraction=0.25"]),
     ("freeze_init", ["experiment=smoke", "ticket.mask0=freeze_init", "ticket.reset=signed_constant"]),
     ("branch_reinit", ["experiment=smoke", "branch.from={root}/smoke", "branch.round=2", "ticket.reset=random_reinit"]),
     ("branch_random_mask", ["experiment=smoke", "branch.from={root}/smoke", "branch.round=1",

@@ -45,7 +45,7 @@ def finished(tmp_path_factory, data_root):
         (["pruning.fraction=0.9", "ticket.rounds=4"],
          r"density unreachable: .* layer 'output.weight' \(320 weights\) with none by round 3 of 4"),
         # global pool 2048 + 320 = 2368 -> 24 (2344 removed) -> 0 (round(23.76) = 24 removed)
-        (["pruning.scope=global_", "pruning.fraction=0.99", "ticket.rounds=3"],
+        (["pruning.scope=global", "pruning.fraction=0.99", "ticket.rounds=3"],
          r"density unreachable: .* the global pool \(2368 weights\) with none by round 2 of 3"),
         (["ticket.rewind_epoch=1"],  # digits: 1257 training examples / 32 = 40 steps per epoch = max_steps
          r"ticket.rewind_epoch=1 is step 40, not before the round's end trainer.max_steps=40"),
