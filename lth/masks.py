@@ -21,8 +21,9 @@ MASK_FORMAT = "lth.mask"
 MASK_VERSION = 1
 
 
-def name_matches(pattern: str, name: str) -> bool:
-    """True if `pattern` fully matches the parameter name, or the module name of a `.weight`."""
+def name_matches(pattern: str | re.Pattern[str], name: str) -> bool:
+    """True if `pattern` names a parameter or the module owning a weight (fullmatch of `name` or `name`−`.weight`)."""
+    # so `fc1` matches `fc1.weight`, not `fc1.bias`; include/exclude and pruning overrides all use this rule
     if re.fullmatch(pattern, name):
         return True
     return name.endswith(".weight") and re.fullmatch(pattern, name[: -len(".weight")]) is not None

@@ -21,6 +21,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import torch
 from torch import Tensor
 
+from lth.masks import name_matches
+
 SCOPES = ("layerwise", "global")
 # Above this many candidates the threshold is bracketed from a sample first, so the exact k-th value is found among
 # few candidates; the sample only affects speed, never the result.
@@ -52,7 +54,7 @@ def density_schedule(fraction: float, rounds: int) -> list[float]:
 
 
 def match_overrides(names: list[str], overrides: Mapping[str, float] | None) -> dict[str, float]:
-    """Layer name → override fraction for the layers some key matches (first matching key wins)."""
+    """Layer name → override fraction for the layers some key names (`lth.masks.name_matches`; first key wins)."""
     if not overrides:
         return {}
     patterns = {}
@@ -63,20 +65,15 @@ def match_overrides(names: list[str], overrides: Mapping[str, float] | None) -> 
             raise ValueError(f"override key '{key}' is not a valid regular expression: {err}") from None
         if not 0.0 <= frac < 1.0:
             raise ValueError(f"override fraction for '{key}' must be in [0, 1), got {frac}")
-    unused = [k for k, p in patterns.items() if not any(_matches(p, n) for n in names)]
+    unused = [k for k, p in patterns.items() if not any(name_matches(p, n) for n in names)]
     if unused:
         raise ValueError(f"override keys {unused} match no layer; layers: {', '.join(names)}")
     matched: dict[str, float] = {}
     for n in names:
-        key = next((k for k, p in patterns.items() if _matches(p, n)), None)
+        key = next((k for k, p in patterns.items() if name_matches(p, n)), None)
         if key is not None:
             matched[n] = float(overrides[key])
     return matched
-
-
-def _matches(pattern: re.Pattern, name: str) -> bool:
-    """Does `pattern` fully match the parameter name or its module name (the name without its last part)?"""
-    return bool(pattern.fullmatch(name) or pattern.fullmatch(name.rsplit(".", 1)[0]))
 
 
 def expected_counts(counts: Mapping[str, int], fraction: float, rounds: int,
@@ -131,11 +128,8 @@ def _check_fraction(fraction: float) -> None:
 
 
 def remove_lowest(scores: Sequence[Tensor], k: int, masks: Sequence[Tensor] | None = None) -> list[Tensor]:
-    """Keep flags of a pool of flat `scores` with its k lowest kept scores removed (ties: lower pool position first).
-
-    The pool is the concatenation of `scores` (one dtype) in order; `masks` (flat keep flags, default all kept) says
-    which weights are still kept: only those count towards k and only those may be removed. The outputs are new tensors.
-    """
+    """Keep flags of the pool `scores` (flat, one dtype) less its k lowest kept scores (ties: lower position first)."""
+    # the pool is `scores` concatenated in order; `masks` (flat keep flags; None: all kept) says which weights count
     scores = list(scores)
     kept = [None] * len(scores) if masks is None else [m.to(torch.bool) for m in masks]
     remaining = sum(s.numel() if m is None else int(torch.count_nonzero(m)) for s, m in zip(scores, kept))

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -20,6 +22,26 @@ def test_prunables_default_include_exclude():
         MaskManager(nn.Sequential(nn.BatchNorm1d(3)))
     with pytest.raises(ValueError, match="valid choices: zero, freeze_init"):
         MaskManager(m, mask0="nan")
+
+
+
+def test_name_matches_a_parameter_or_the_module_owning_a_weight():
+    assert masks_lib.name_matches("fc1", "fc1.weight") and masks_lib.name_matches("fc.*", "fc1.weight")
+    assert not masks_lib.name_matches("fc1", "fc1.bias")  # a module name names its weight, not its bias
+    assert masks_lib.name_matches(r"fc1\.bias", "fc1.bias") and masks_lib.name_matches(r"fc\d\.weight", "fc2.weight")
+    assert not masks_lib.name_matches("fc", "fc1.weight")  # a full match, not a search
+    assert masks_lib.name_matches(re.compile("block.0"), "block.0.weight")
+
+
+def test_one_name_rule_for_include_exclude_and_overrides():
+    from lth.pruning.select import match_overrides
+
+    m = net()
+    assert MaskManager(m, include=["3"]).names == ["3.weight"]
+    assert MaskManager(m, include=["3", r"3\.bias"]).names == ["3.weight", "3.bias"]
+    assert MaskManager(m, include=["3", r"3\.bias"], exclude=["3"]).names == ["3.bias"]
+    assert match_overrides(["3.weight", "3.bias", "5.weight"], {"3": 0.1}) == {"3.weight": 0.1}
+    assert match_overrides(["3.weight", "3.bias"], {r"3\.bias": 0.2, "3": 0.1}) == {"3.weight": 0.1, "3.bias": 0.2}
 
 
 def test_masks_are_not_buffers_and_density():
