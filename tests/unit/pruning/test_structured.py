@@ -40,6 +40,8 @@ def test_random_scores_are_seeded_and_unknown_norm_is_refused():
         neuron_scores("l3", w)
     with pytest.raises(ValueError, match="at least 2 dims"):
         neuron_scores("l1", {"b": torch.zeros(3)})
+    with pytest.raises(ValueError, match=r"mask 'a' has shape \(3, 5\), the parameter has \(5, 3\)"):
+        neuron_scores("l1", w, masks={"a": ones(3, 5)})
 
 
 def mlp_masks():
