@@ -211,6 +211,11 @@ def check_masks(masks: Mapping[str, Tensor], shapes: Mapping[str, torch.Size]) -
             raise ValueError(f"mask '{n}' has shape {tuple(masks[n].shape)}, the parameter has {tuple(shape)}")
 
 
+def signs(t: Tensor) -> Tensor:
+    """±1 of `t`'s dtype with sign(0) = +1 (signed resets and signed-constant weights never give a kept zero)."""
+    return torch.where(t >= 0, torch.ones_like(t), -torch.ones_like(t))
+
+
 def density(masks: Mapping[str, Tensor]) -> float:
     """Fraction of True entries over all masks."""
     return sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())

@@ -118,3 +118,9 @@ def test_check_masks_names_and_shapes():
         masks_lib.check_masks({"b": torch.ones(2, 3, dtype=torch.bool)}, shapes)
     with pytest.raises(ValueError, match=r"'a' has shape \(3, 2\), the parameter has \(2, 3\)"):
         masks_lib.check_masks({"a": torch.ones(3, 2, dtype=torch.bool)}, shapes)
+
+
+def test_signs_are_plus_minus_one_with_zero_positive():
+    t = torch.tensor([-2.0, -0.0, 0.0, 3.0, -1e-30], dtype=torch.float64)
+    s = masks_lib.signs(t)
+    assert s.tolist() == [-1.0, 1.0, 1.0, 1.0, -1.0] and s.dtype == torch.float64
