@@ -211,6 +211,18 @@ def check_masks(masks: Mapping[str, Tensor], shapes: Mapping[str, torch.Size]) -
             raise ValueError(f"mask '{n}' has shape {tuple(masks[n].shape)}, the parameter has {tuple(shape)}")
 
 
+def random_masks_like(masks: Mapping[str, Tensor], seed: int) -> Masks:
+    """Random masks with exactly the same number of kept weights per layer."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for n, m in masks.items():
+        kept = int(m.sum())
+        flat = torch.zeros(m.numel(), dtype=torch.bool)
+        flat[torch.randperm(m.numel(), generator=gen)[:kept]] = True
+        out[n] = flat.reshape(m.shape)
+    return out
+
+
 def signs(t: Tensor) -> Tensor:
     """±1 of `t`'s dtype with sign(0) = +1 (signed resets and signed-constant weights never give a kept zero)."""
     return torch.where(t >= 0, torch.ones_like(t), -torch.ones_like(t))

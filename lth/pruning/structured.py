@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping
 import torch
 from torch import Tensor
 
-from lth.masks import check_masks
+from lth.masks import check_masks, random_masks_like
 from lth.pruning.select import SCOPES, match_overrides, select
 from lth.registry import Registry
 
@@ -134,11 +134,7 @@ def apply_units(masks: Mapping[str, Tensor], kept: Mapping[str, Tensor],
 def random_neuron_masks_like(masks: Mapping[str, Tensor], removable: Collection[str], seed: int,
                              consumers: Mapping[str, Collection[str]] | None = None) -> dict[str, Tensor]:
     """Full masks with the same number of alive units per removable layer as `masks`, at random units (a control)."""
-    gen = torch.Generator().manual_seed(seed)
     full = {n: torch.ones_like(m, dtype=torch.bool) for n, m in masks.items()}
-    kept = {}
-    for n, alive in alive_units({n: masks[n] for n in masks if n in set(removable)}).items():
-        keep = torch.zeros(alive.numel(), dtype=torch.bool)
-        keep[torch.randperm(alive.numel(), generator=gen)[: int(alive.sum())]] = True
-        kept[n] = keep
+    # the alive-unit flags of each layer, shuffled: one randperm per removable layer, in mask order
+    kept = random_masks_like(alive_units({n: masks[n] for n in masks if n in set(removable)}), seed)
     return apply_units(full, kept, consumers)

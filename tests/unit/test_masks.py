@@ -124,3 +124,19 @@ def test_signs_are_plus_minus_one_with_zero_positive():
     t = torch.tensor([-2.0, -0.0, 0.0, 3.0, -1e-30], dtype=torch.float64)
     s = masks_lib.signs(t)
     assert s.tolist() == [-1.0, 1.0, 1.0, 1.0, -1.0] and s.dtype == torch.float64
+
+
+def test_random_masks_like_keeps_each_layers_count_and_is_seeded():
+    g = torch.Generator().manual_seed(1)
+    src = {"a": torch.rand(30, 20, generator=g) < 0.3, "b": torch.rand(7, 3, 3, generator=g) < 0.8,
+           "none": torch.zeros(4, dtype=torch.bool), "all": torch.ones(2, 5, dtype=torch.bool)}
+    got = masks_lib.random_masks_like(src, 0)
+    assert list(got) == list(src)
+    for n, m in src.items():
+        assert got[n].dtype == torch.bool and got[n].shape == m.shape and int(got[n].sum()) == int(m.sum()), n
+    again, other = masks_lib.random_masks_like(src, 0), masks_lib.random_masks_like(src, 1)
+    assert all(torch.equal(got[n], again[n]) for n in src)
+    assert not torch.equal(got["a"], other["a"]) and not torch.equal(got["a"], src["a"])
+    first = masks_lib.random_masks_like({"a": src["a"]}, 0)["a"]  # layers draw in dict order from one generator
+    assert torch.equal(first, got["a"])
+
