@@ -211,6 +211,17 @@ def check_masks(masks: Mapping[str, Tensor], shapes: Mapping[str, torch.Size]) -
             raise ValueError(f"mask '{n}' has shape {tuple(masks[n].shape)}, the parameter has {tuple(shape)}")
 
 
+def check_state(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], what: str) -> None:
+    """Raise ValueError unless `state` has exactly `expected`'s names and shapes."""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{what} does not match the model: missing {missing[:5]}, unexpected {extra[:5]}")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ValueError(f"{what} does not match the model: '{k}' has shape {tuple(state[k].shape)}, "
+                             f"the model's has {tuple(v.shape)}")
+
+
 def random_masks_like(masks: Mapping[str, Tensor], seed: int) -> Masks:
     """Random masks with exactly the same number of kept weights per layer."""
     gen = torch.Generator().manual_seed(seed)

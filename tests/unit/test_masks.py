@@ -140,3 +140,14 @@ def test_random_masks_like_keeps_each_layers_count_and_is_seeded():
     first = masks_lib.random_masks_like({"a": src["a"]}, 0)["a"]  # layers draw in dict order from one generator
     assert torch.equal(first, got["a"])
 
+
+def test_check_state_names_and_shapes():
+    expected = {"a": torch.zeros(2, 3), "b": torch.zeros(4)}
+    masks_lib.check_state({"a": torch.ones(2, 3), "b": torch.ones(4)}, expected, "trained.pt")
+    many = {f"x{i}": torch.zeros(1) for i in range(7)}
+    with pytest.raises(ValueError, match=re.escape(
+            "trained.pt does not match the model: missing ['b'], unexpected ['x0', 'x1', 'x2', 'x3', 'x4']")):
+        masks_lib.check_state({"a": torch.zeros(2, 3), **many}, expected, "trained.pt")
+    with pytest.raises(ValueError, match=re.escape(
+            "snapshots.pt (init) does not match the model: 'a' has shape (3, 2), the model's has (2, 3)")):
+        masks_lib.check_state({"a": torch.zeros(3, 2), "b": torch.zeros(4)}, expected, "snapshots.pt (init)")
