@@ -11,18 +11,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lth.config import Mask0, choices
 from lth.io import atomic_torch_save
 
 Masks = dict[str, Tensor]
 
 PRUNABLE_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-MASK0_ACTIONS = ("zero", "freeze_init")
+MASK0_ACTIONS = choices(Mask0)  # the schema's enum is the one list
 MASK_FORMAT = "lth.mask"
 MASK_VERSION = 1
 
 
-def name_matches(pattern: str, name: str) -> bool:
-    """True if `pattern` fully matches the parameter name, or the module name of a `.weight`."""
+def name_matches(pattern: str | re.Pattern[str], name: str) -> bool:
+    """True if `pattern` names a parameter or the module owning a weight (fullmatch of `name` or `name`−`.weight`)."""
+    # so `fc1` matches `fc1.weight`, not `fc1.bias`; include/exclude and pruning overrides all use this rule
     if re.fullmatch(pattern, name):
         return True
     return name.endswith(".weight") and re.fullmatch(pattern, name[: -len(".weight")]) is not None
@@ -231,6 +233,11 @@ def random_masks_like(masks: Mapping[str, Tensor], seed: int) -> Masks:
         flat[torch.randperm(m.numel(), generator=gen)[:kept]] = True
         out[n] = flat.reshape(m.shape)
     return out
+
+
+def signs(t: Tensor) -> Tensor:
+    """±1 of `t`'s dtype with sign(0) = +1 (signed resets and signed-constant weights never give a kept zero)."""
+    return torch.where(t >= 0, torch.ones_like(t), -torch.ones_like(t))
 
 
 def density(masks: Mapping[str, Tensor]) -> float:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from lth.masks import signs as _sign
 from lth.registry import Registry
 from lth.seeds import derive_seed
 
@@ -148,11 +149,6 @@ def _layers(ctx: ResetContext, weights: Mapping[str, Tensor], what: str) -> dict
         if weights[n].shape != m.shape:
             raise ValueError(f"layer '{n}': {what} shape {tuple(weights[n].shape)} != mask shape {tuple(m.shape)}")
     return {n: weights[n].detach() for n in ctx.masks}
-
-
-def _sign(t: Tensor) -> Tensor:
-    """±1 with sign(0) = +1."""
-    return torch.where(t >= 0, torch.ones_like(t), -torch.ones_like(t))
 
 
 def _sigma(t: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from lth.masks import check_masks
 from lth.registry import Registry
 
 CRITERIA: Registry = Registry("criterion")
@@ -127,18 +128,14 @@ def score(name: str, w_init: Mapping[str, Tensor], w_final: Mapping[str, Tensor]
     CRITERIA.check(name)
     if set(w_init) != set(w_final):
         raise ValueError(f"w_init and w_final name different layers: {sorted(w_init)} vs {sorted(w_final)}")
-    if masks is not None and set(masks) != set(w_final):
-        raise ValueError(f"masks and weights name different layers: {sorted(masks)} vs {sorted(w_final)}")
+    if masks is not None:
+        check_masks(masks, {n: w.shape for n, w in w_final.items()})
     fn = CRITERIA[name]
     out: dict[str, Tensor] = {}
     for n, wf in w_final.items():
         wi = w_init[n]
         if wi.shape != wf.shape:
             raise ValueError(f"layer '{n}': w_init shape {tuple(wi.shape)} != w_final shape {tuple(wf.shape)}")
-        extra = {}
-        if masks is not None:
-            if masks[n].shape != wf.shape:
-                raise ValueError(f"layer '{n}': mask shape {tuple(masks[n].shape)} != weight shape {tuple(wf.shape)}")
-            extra["mask"] = masks[n]
+        extra = {} if masks is None else {"mask": masks[n]}
         out[n] = fn(wi, wf, generator=generator, **extra)
     return out

@@ -15,13 +15,16 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import torch
 from torch import Tensor
 
-SCOPES = ("layerwise", "global")
+from lth.config import Scope, choices
+from lth.masks import name_matches
+
+SCOPES = choices(Scope)  # the schema's enum is the one list
 # Above this many candidates the threshold is bracketed from a sample first, so the exact k-th value is found among
 # few candidates; the sample only affects speed, never the result.
 _SAMPLE_SIZE = 1 << 16
@@ -52,7 +55,7 @@ def density_schedule(fraction: float, rounds: int) -> list[float]:
 
 
 def match_overrides(names: list[str], overrides: Mapping[str, float] | None) -> dict[str, float]:
-    """Layer name → override fraction for the layers some key matches (first matching key wins)."""
+    """Layer name → override fraction for the layers some key names (`lth.masks.name_matches`; first key wins)."""
     if not overrides:
         return {}
     patterns = {}
@@ -63,20 +66,15 @@ def match_overrides(names: list[str], overrides: Mapping[str, float] | None) -> 
             raise ValueError(f"override key '{key}' is not a valid regular expression: {err}") from None
         if not 0.0 <= frac < 1.0:
             raise ValueError(f"override fraction for '{key}' must be in [0, 1), got {frac}")
-    unused = [k for k, p in patterns.items() if not any(_matches(p, n) for n in names)]
+    unused = [k for k, p in patterns.items() if not any(name_matches(p, n) for n in names)]
     if unused:
         raise ValueError(f"override keys {unused} match no layer; layers: {', '.join(names)}")
     matched: dict[str, float] = {}
     for n in names:
-        key = next((k for k, p in patterns.items() if _matches(p, n)), None)
+        key = next((k for k, p in patterns.items() if name_matches(p, n)), None)
         if key is not None:
             matched[n] = float(overrides[key])
     return matched
-
-
-def _matches(pattern: re.Pattern, name: str) -> bool:
-    """Does `pattern` fully match the parameter name or its module name (the name without its last part)?"""
-    return bool(pattern.fullmatch(name) or pattern.fullmatch(name.rsplit(".", 1)[0]))
 
 
 def expected_counts(counts: Mapping[str, int], fraction: float, rounds: int,
@@ -117,12 +115,11 @@ def select(scores: Mapping[str, Tensor], masks: Mapping[str, Tensor], fraction: 
     for n in names:
         if n in pool:
             continue
-        remaining = int(torch.count_nonzero(flat_m[n]))
-        frac = per_layer.get(n, fraction)
-        new.update(_remove_lowest([n], flat_s, flat_m, removal_count(frac, remaining), remaining))
+        k = removal_count(per_layer.get(n, fraction), int(torch.count_nonzero(flat_m[n])))
+        new[n] = remove_lowest([flat_s[n]], k, [flat_m[n]])[0]
     if pool:
-        remaining = sum(int(torch.count_nonzero(flat_m[n])) for n in pool)
-        new.update(_remove_lowest(pool, flat_s, flat_m, removal_count(fraction, remaining), remaining))
+        k = removal_count(fraction, sum(int(torch.count_nonzero(flat_m[n])) for n in pool))
+        new.update(zip(pool, remove_lowest([flat_s[n] for n in pool], k, [flat_m[n] for n in pool])))
     return {n: new[n].reshape(masks[n].shape) for n in names}
 
 
@@ -131,65 +128,74 @@ def _check_fraction(fraction: float) -> None:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
 
 
-def _remove_lowest(names: list[str], s: dict[str, Tensor], m: dict[str, Tensor], k: int,
-                   remaining: int) -> dict[str, Tensor]:
-    """Flat masks of `names` with the k lowest-scoring kept weights removed (ties: earlier position first)."""
+def remove_lowest(scores: Sequence[Tensor], k: int, masks: Sequence[Tensor] | None = None) -> list[Tensor]:
+    """Keep flags of the pool `scores` (flat, one dtype) less its k lowest kept scores (ties: lower position first)."""
+    # the pool is `scores` concatenated in order; `masks` (flat keep flags; None: all kept) says which weights count
+    scores = list(scores)
+    kept = [None] * len(scores) if masks is None else [m.to(torch.bool) for m in masks]
+    remaining = sum(s.numel() if m is None else int(torch.count_nonzero(m)) for s, m in zip(scores, kept))
     if k <= 0:
-        return {n: m[n].clone() for n in names}
+        return [torch.ones_like(s, dtype=torch.bool) if m is None else m.clone() for s, m in zip(scores, kept)]
     if k >= remaining:
-        return {n: torch.zeros_like(m[n]) for n in names}
-    t = _kth_smallest(names, s, m, k, remaining)
-    below = {n: (s[n] < t) & m[n] for n in names}
-    need = k - sum(int(torch.count_nonzero(b)) for b in below.values())
-    out = {}
-    for n in names:
-        keep = m[n] & ~below[n]
-        if need > 0:
-            eq = (s[n] == t) & m[n]
-            n_eq = int(torch.count_nonzero(eq))
-            if n_eq <= need:  # the usual case (distinct scores): every tie goes, no index search needed
-                keep &= ~eq
-                need -= n_eq
-            else:
-                keep[torch.nonzero(eq).reshape(-1)[:need]] = False
-                need = 0
-        out[n] = keep
+        return [torch.zeros_like(s, dtype=torch.bool) for s in scores]
+    t = _kth_smallest(scores, kept, k, remaining)
+    out = [_and(s > t, m) for s, m in zip(scores, kept)]
+    # every kept score <= t went: one count in the usual case (distinct scores); with ties at t, the last `excess` of
+    # them in pool order come back
+    excess = remaining - k - sum(int(torch.count_nonzero(o)) for o in out)
+    for i in reversed(range(len(scores))):
+        if excess <= 0:
+            break
+        ties = torch.nonzero(_and(scores[i] == t, kept[i])).reshape(-1)
+        back = ties[max(0, ties.numel() - excess):]
+        out[i][back] = True
+        excess -= back.numel()
     return out
 
 
-def _kth_smallest(names: list[str], s: dict[str, Tensor], m: dict[str, Tensor], k: int, remaining: int) -> Tensor:
-    """The k-th smallest (1-based) score among the kept weights of `names`, in O(n)."""
-    lo, hi = _bracket(names, s, m, k, remaining)
-    n_lo = 0 if lo is None else sum(int(torch.count_nonzero((s[n] < lo) & m[n])) for n in names)
+def _and(flags: Tensor, mask: Tensor | None) -> Tensor:
+    """`flags` restricted to the kept weights (`mask` None: all are kept)."""
+    return flags if mask is None else flags & mask
+
+
+def _kth_smallest(s: list[Tensor], m: list[Tensor | None], k: int, remaining: int) -> Tensor:
+    """The k-th smallest (1-based) score among the kept weights of the pool, in O(n)."""
+    lo, hi = _bracket(s, m, k, remaining)
+    n_lo = 0 if lo is None else sum(int(torch.count_nonzero(_and(x < lo, y))) for x, y in zip(s, m))
     if n_lo >= k:  # the sample missed low: the k-th value lies below lo
         lo, hi, n_lo = None, lo, 0
-    elif hi is not None and sum(int(torch.count_nonzero((s[n] <= hi) & m[n])) for n in names) < k:
+    elif hi is not None and sum(int(torch.count_nonzero(_and(x <= hi, y))) for x, y in zip(s, m)) < k:
         hi = None
     cand = []
-    for n in names:
-        sel = m[n]
+    for x, y in zip(s, m):
+        sel = y
         if lo is not None:
-            sel = sel & (s[n] >= lo)
+            sel = _and(x >= lo, sel)
         if hi is not None:
-            sel = sel & (s[n] <= hi)
-        cand.append(s[n][sel])
-    return torch.kthvalue(torch.cat(cand), k - n_lo).values
+            sel = _and(x <= hi, sel)
+        cand.append(x if sel is None else x[sel])
+    return torch.kthvalue(cand[0] if len(cand) == 1 else torch.cat(cand), k - n_lo).values
 
 
-def _bracket(names: list[str], s: dict[str, Tensor], m: dict[str, Tensor], k: int,
-             remaining: int) -> tuple[Tensor | None, Tensor | None]:
-    """Sample-based [lo, hi] likely to hold the k-th smallest kept score; None = unbounded."""
-    total = sum(s[n].numel() for n in names)
-    if total <= 4 * _SAMPLE_SIZE:
+def _bracket(s: list[Tensor], m: list[Tensor | None], k: int, remaining: int) -> tuple[Tensor | None, Tensor | None]:
+    """Sample-based [lo, hi] likely to hold the k-th smallest kept score; None = unbounded.
+
+    Only on the CPU, where kthvalue over all candidates is the slow part; on an accelerator kthvalue is one kernel and
+    the bracket's counts would add host syncs (edge-popup layers select on every forward).
+    """
+    total = sum(x.numel() for x in s)
+    if total <= 4 * _SAMPLE_SIZE or s[0].device.type != "cpu":
         return None, None
-    gen = torch.Generator(device=s[names[0]].device).manual_seed(_SAMPLE_SEED)
+    gen = torch.Generator(device=s[0].device).manual_seed(_SAMPLE_SEED)
     parts = []
     # ~total**(2/3) balances sorting the sample against the k-th value search among the bracketed candidates.
     size = min(_SAMPLE_SIZE, int(total ** (2 / 3)))
-    for n in (n for n in names if s[n].numel()):
-        count = max(1, s[n].numel() * size // total)
-        idx = torch.randint(0, s[n].numel(), (count,), generator=gen, device=s[n].device)
-        parts.append(s[n][idx][m[n][idx]])
+    for x, y in zip(s, m):
+        if not x.numel():
+            continue
+        count = max(1, x.numel() * size // total)
+        idx = torch.randint(0, x.numel(), (count,), generator=gen, device=x.device)
+        parts.append(x[idx] if y is None else x[idx][y[idx]])
     sample = torch.sort(torch.cat(parts)).values
     ns = sample.numel()
     if ns == 0:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Mapping
 import torch
 from torch import Tensor
 
+from lth.masks import check_masks, random_masks_like
 from lth.pruning.select import SCOPES, match_overrides, select
 from lth.registry import Registry
 
@@ -60,17 +61,13 @@ def neuron_scores(norm: str, weights: Mapping[str, Tensor], masks: Mapping[str, 
                   generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """Per layer, a 1-D score per unit: the `norm` of its kept weights (higher = keep); layers in `weights` order."""
     NEURON_NORMS.check(norm)
-    if masks is not None and set(masks) != set(weights):
-        raise ValueError(f"masks and weights name different layers: {sorted(masks)} vs {sorted(weights)}")
+    if masks is not None:
+        check_masks(masks, {n: w.shape for n, w in weights.items()})
     out = {}
     for n, w in weights.items():
         if w.dim() < 2:
             raise ValueError(f"layer '{n}' has shape {tuple(w.shape)}; units need a weight of at least 2 dims")
-        kept = w
-        if masks is not None:
-            if masks[n].shape != w.shape:
-                raise ValueError(f"layer '{n}': mask shape {tuple(masks[n].shape)} != weight shape {tuple(w.shape)}")
-            kept = w * masks[n].to(device=w.device, dtype=w.dtype)
+        kept = w if masks is None else w * masks[n].to(device=w.device, dtype=w.dtype)
         rows = unit_rows(kept)
         out[n] = NEURON_NORMS[norm](rows.to(torch.promote_types(rows.dtype, torch.float32)), generator)
     return out
@@ -137,11 +134,7 @@ def apply_units(masks: Mapping[str, Tensor], kept: Mapping[str, Tensor],
 def random_neuron_masks_like(masks: Mapping[str, Tensor], removable: Collection[str], seed: int,
                              consumers: Mapping[str, Collection[str]] | None = None) -> dict[str, Tensor]:
     """Full masks with the same number of alive units per removable layer as `masks`, at random units (a control)."""
-    gen = torch.Generator().manual_seed(seed)
     full = {n: torch.ones_like(m, dtype=torch.bool) for n, m in masks.items()}
-    kept = {}
-    for n, alive in alive_units({n: masks[n] for n in masks if n in set(removable)}).items():
-        keep = torch.zeros(alive.numel(), dtype=torch.bool)
-        keep[torch.randperm(alive.numel(), generator=gen)[: int(alive.sum())]] = True
-        kept[n] = keep
+    # the alive-unit flags of each layer, shuffled: one randperm per removable layer, in mask order
+    kept = random_masks_like(alive_units({n: masks[n] for n in masks if n in set(removable)}), seed)
     return apply_units(full, kept, consumers)

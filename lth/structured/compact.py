@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
+from lth import masks as masks_lib
 from lth.structured.layout import UnitLayout, module_of, unit_layout
 
 Masks = Mapping[str, Tensor]
@@ -34,13 +35,12 @@ class Plan:
 
 
 def check_masks(model: nn.Module, masks: Masks) -> None:
-    """Raise ValueError unless every mask names a parameter of `model` and has its shape."""
+    """Raise ValueError unless every mask names a parameter of `model` with its shape (`lth.masks.check_masks`)."""
     params = dict(model.named_parameters())
-    for n, m in masks.items():
-        if n not in params:
-            raise ValueError(f"mask '{n}' names no parameter of the model")
-        if tuple(m.shape) != tuple(params[n].shape):
-            raise ValueError(f"mask '{n}' has shape {tuple(m.shape)}, the parameter has {tuple(params[n].shape)}")
+    unknown = [n for n in masks if n not in params]
+    if unknown:
+        raise ValueError(f"mask '{unknown[0]}' names no parameter of the model")
+    masks_lib.check_masks(masks, {n: params[n].shape for n in masks})
 
 
 def kept_units(masks: Masks, layout: UnitLayout) -> dict[str, Tensor]:

@@ -1,8 +1,8 @@
 """Exact top-k masks: keep round_half_even(fraction × n) weights with the highest scores.
 
 Counting rule: the number kept is `lth.pruning.removal_count(fraction, n)` (round half to even, exact in decimal), so
-k = 0.5 of 5 weights keeps 2 and of 7 keeps 4. Tie rule (as `lth.pruning.select`): among equal scores the weight with
-the lower flat index is dropped first.
+k = 0.5 of 5 weights keeps 2 and of 7 keeps 4. Tie rule: among equal scores the weight with the lower flat index is
+dropped first; the selection is `lth.pruning.select.remove_lowest`, the one `lth.pruning.select` uses.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from lth.pruning import SCOPES, removal_count
+from lth.pruning.select import remove_lowest
 
 
 @functools.lru_cache(maxsize=4096)
@@ -27,22 +28,11 @@ def kept_count(fraction: float, numel: int) -> int:
 @torch.no_grad()
 def top_mask(scores: Tensor, kept: int) -> Tensor:
     """BoolTensor of `scores`' shape keeping exactly `kept` of the highest scores (ties: higher flat index kept)."""
-    flat = scores.reshape(-1)
-    n = flat.numel()
+    n = scores.numel()
     if not 0 <= kept <= n:
         raise ValueError(f"cannot keep {kept} of {n} weights")
-    if kept == n:
-        return torch.ones_like(scores, dtype=torch.bool)
-    if kept == 0:
-        return torch.zeros_like(scores, dtype=torch.bool)
-    # O(n): the (n − kept)-th smallest score is the threshold; only ties with it need an index search
-    t = torch.kthvalue(flat, n - kept).values
-    keep = flat > t
-    need = kept - int(keep.sum())
-    if need > 0:
-        ties = torch.nonzero(flat == t).reshape(-1)
-        keep[ties[ties.numel() - need :]] = True
-    return keep.reshape(scores.shape)
+    # keeping the `kept` highest (ties: higher index kept) is removing the n − kept lowest (ties: lower index first)
+    return remove_lowest([scores.reshape(-1)], n - kept)[0].reshape(scores.shape)
 
 
 @torch.no_grad()

@@ -11,13 +11,10 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from lth.masks import signs
 from lth.registry import Registry
 
 WEIGHTS: Registry[Callable[[Tensor], Tensor]] = Registry("supermask weights")
-
-
-def _sign(w: Tensor) -> Tensor:
-    return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
 
 
 @WEIGHTS.register("init")
@@ -29,14 +26,14 @@ def init(w0: Tensor) -> Tensor:
 @WEIGHTS.register("signed_constant")
 def signed_constant(w0: Tensor) -> Tensor:
     """σ_l·sign(θ0), σ_l the population std of the layer's whole θ0 (Zhou et al.)."""
-    return w0.std(correction=0) * _sign(w0)
+    return w0.std(correction=0) * signs(w0)
 
 
 @WEIGHTS.register("signed_kaiming_constant")
 def signed_kaiming_constant(w0: Tensor) -> Tensor:
     """sign(θ0)·√2/√fan_in, the signed Kaiming constant for ReLU networks (Ramanujan et al.)."""
     fan_in = w0[0].numel() if w0.dim() > 1 else w0.numel()
-    return _sign(w0) * math.sqrt(2.0 / fan_in)
+    return signs(w0) * math.sqrt(2.0 / fan_in)
 
 
 @torch.no_grad()

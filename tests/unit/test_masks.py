@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -20,6 +22,26 @@ def test_prunables_default_include_exclude():
         MaskManager(nn.Sequential(nn.BatchNorm1d(3)))
     with pytest.raises(ValueError, match="valid choices: zero, freeze_init"):
         MaskManager(m, mask0="nan")
+
+
+
+def test_name_matches_a_parameter_or_the_module_owning_a_weight():
+    assert masks_lib.name_matches("fc1", "fc1.weight") and masks_lib.name_matches("fc.*", "fc1.weight")
+    assert not masks_lib.name_matches("fc1", "fc1.bias")  # a module name names its weight, not its bias
+    assert masks_lib.name_matches(r"fc1\.bias", "fc1.bias") and masks_lib.name_matches(r"fc\d\.weight", "fc2.weight")
+    assert not masks_lib.name_matches("fc", "fc1.weight")  # a full match, not a search
+    assert masks_lib.name_matches(re.compile("block.0"), "block.0.weight")
+
+
+def test_one_name_rule_for_include_exclude_and_overrides():
+    from lth.pruning.select import match_overrides
+
+    m = net()
+    assert MaskManager(m, include=["3"]).names == ["3.weight"]
+    assert MaskManager(m, include=["3", r"3\.bias"]).names == ["3.weight", "3.bias"]
+    assert MaskManager(m, include=["3", r"3\.bias"], exclude=["3"]).names == ["3.bias"]
+    assert match_overrides(["3.weight", "3.bias", "5.weight"], {"3": 0.1}) == {"3.weight": 0.1}
+    assert match_overrides(["3.weight", "3.bias"], {r"3\.bias": 0.2, "3": 0.1}) == {"3.weight": 0.1, "3.bias": 0.2}
 
 
 def test_masks_are_not_buffers_and_density():
@@ -96,3 +118,36 @@ def test_check_masks_names_and_shapes():
         masks_lib.check_masks({"b": torch.ones(2, 3, dtype=torch.bool)}, shapes)
     with pytest.raises(ValueError, match=r"'a' has shape \(3, 2\), the parameter has \(2, 3\)"):
         masks_lib.check_masks({"a": torch.ones(3, 2, dtype=torch.bool)}, shapes)
+
+
+def test_signs_are_plus_minus_one_with_zero_positive():
+    t = torch.tensor([-2.0, -0.0, 0.0, 3.0, -1e-30], dtype=torch.float64)
+    s = masks_lib.signs(t)
+    assert s.tolist() == [-1.0, 1.0, 1.0, 1.0, -1.0] and s.dtype == torch.float64
+
+
+def test_random_masks_like_keeps_each_layers_count_and_is_seeded():
+    g = torch.Generator().manual_seed(1)
+    src = {"a": torch.rand(30, 20, generator=g) < 0.3, "b": torch.rand(7, 3, 3, generator=g) < 0.8,
+           "none": torch.zeros(4, dtype=torch.bool), "all": torch.ones(2, 5, dtype=torch.bool)}
+    got = masks_lib.random_masks_like(src, 0)
+    assert list(got) == list(src)
+    for n, m in src.items():
+        assert got[n].dtype == torch.bool and got[n].shape == m.shape and int(got[n].sum()) == int(m.sum()), n
+    again, other = masks_lib.random_masks_like(src, 0), masks_lib.random_masks_like(src, 1)
+    assert all(torch.equal(got[n], again[n]) for n in src)
+    assert not torch.equal(got["a"], other["a"]) and not torch.equal(got["a"], src["a"])
+    first = masks_lib.random_masks_like({"a": src["a"]}, 0)["a"]  # layers draw in dict order from one generator
+    assert torch.equal(first, got["a"])
+
+
+def test_check_state_names_and_shapes():
+    expected = {"a": torch.zeros(2, 3), "b": torch.zeros(4)}
+    masks_lib.check_state({"a": torch.ones(2, 3), "b": torch.ones(4)}, expected, "trained.pt")
+    many = {f"x{i}": torch.zeros(1) for i in range(7)}
+    with pytest.raises(ValueError, match=re.escape(
+            "trained.pt does not match the model: missing ['b'], unexpected ['x0', 'x1', 'x2', 'x3', 'x4']")):
+        masks_lib.check_state({"a": torch.zeros(2, 3), **many}, expected, "trained.pt")
+    with pytest.raises(ValueError, match=re.escape(
+            "snapshots.pt (init) does not match the model: 'a' has shape (3, 2), the model's has (2, 3)")):
+        masks_lib.check_state({"a": torch.zeros(3, 2), "b": torch.zeros(4)}, expected, "snapshots.pt (init)")

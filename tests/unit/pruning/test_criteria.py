@@ -128,3 +128,7 @@ def test_score_errors():
         score("large_final", w, {"b": WF})
     with pytest.raises(ValueError, match="layer 'a'.*shape"):
         score("large_final", w, {"a": WF.reshape(2, 2)})
+    with pytest.raises(ValueError, match=r"mask 'a' has shape \(2, 2\), the parameter has \(4,\)"):
+        score("large_final", w, w, masks={"a": torch.ones(2, 2, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"missing \['a'\], unexpected \['b'\]"):
+        score("large_final", w, w, masks={"b": torch.ones(4, dtype=torch.bool)})

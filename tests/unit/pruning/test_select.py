@@ -244,3 +244,25 @@ def test_select_speed_resnet50_sized(scope):
         int(m.sum()) - removal_count(0.2, int(m.sum())) for m in masks.values())
     assert sum(int(m.sum()) for m in new.values()) == expected
     assert elapsed < 2.0
+
+
+def test_remove_lowest_pool_ties_by_position_and_all_kept_default():
+    a, b = t(1.0, 1.0, 2.0), t(1.0, 0.0)
+    got = sel.remove_lowest([a, b], 2)  # 0.0 goes, then the first 1.0 in pool order
+    assert [g.tolist() for g in got] == [[False, True, True], [True, False]]
+    got = sel.remove_lowest([a, b], 2, [t(True, False, True), ones(2)])  # a[1] is pruned already: a[0] is the first tie
+    assert [g.tolist() for g in got] == [[False, False, True], [True, False]]
+    masks = [ones(3), ones(2)]
+    for k in range(6):
+        assert all(torch.equal(x, y) for x, y in zip(sel.remove_lowest([a, b], k), sel.remove_lowest([a, b], k, masks)))
+    unchanged = sel.remove_lowest([a], 0, [masks[0]])[0]
+    assert torch.equal(unchanged, masks[0]) and unchanged is not masks[0]
+
+
+def test_remove_lowest_serves_top_mask():
+    from lth.supermask.topk import top_mask
+
+    g = torch.Generator().manual_seed(5)
+    s = torch.randint(0, 5, (6, 7), generator=g).float()
+    for kept in range(s.numel() + 1):
+        assert torch.equal(top_mask(s, kept).reshape(-1), sel.remove_lowest([s.reshape(-1)], s.numel() - kept)[0])

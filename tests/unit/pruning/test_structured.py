@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from lth import masks as masks_lib
 from lth.pruning import alive_units, neuron_scores, random_neuron_masks_like, select_neurons
 from lth.pruning.select import removal_count
 from lth.structured import unit_layout
@@ -40,6 +41,8 @@ def test_random_scores_are_seeded_and_unknown_norm_is_refused():
         neuron_scores("l3", w)
     with pytest.raises(ValueError, match="at least 2 dims"):
         neuron_scores("l1", {"b": torch.zeros(3)})
+    with pytest.raises(ValueError, match=r"mask 'a' has shape \(3, 5\), the parameter has \(5, 3\)"):
+        neuron_scores("l1", w, masks={"a": ones(3, 5)})
 
 
 def mlp_masks():
@@ -148,3 +151,13 @@ def test_random_neuron_masks_keep_unit_counts():
     rnd = random_neuron_masks_like(masks, ["a", "b"], seed=1, consumers=CONSUMERS)
     assert {n: int(a.sum()) for n, a in alive_units(rnd).items()} == {"a": 2, "b": 2, "c": 2}
     assert torch.equal(rnd["a"], random_neuron_masks_like(masks, ["a", "b"], seed=1, consumers=CONSUMERS)["a"])
+
+
+def test_random_neuron_masks_shuffle_the_alive_units_of_removable_layers():
+    masks = {"h": ones(6, 4), "o": ones(3, 6)}
+    masks["h"][[1, 4]] = False  # 4 of 6 units alive
+    got = random_neuron_masks_like(masks, ["h"], seed=2, consumers={"h": ["o"]})
+    alive = got["h"].any(dim=1)
+    assert int(alive.sum()) == 4 and torch.equal(got["h"], alive.view(-1, 1).expand(6, 4))
+    assert torch.equal(got["o"], alive.view(1, -1).expand(3, 6))
+    assert torch.equal(alive, masks_lib.random_masks_like({"h": masks["h"].any(dim=1)}, 2)["h"])
