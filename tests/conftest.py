@@ -20,7 +20,7 @@ def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("data")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def smoke_config(data_root):
     """`smoke_config(*overrides)`: the typed config of `lth-run experiment=smoke data.root=<data_root> <overrides>`."""
     from lth.cli import compose_config

@@ -12,20 +12,16 @@ from lth.record import RunFolder
 from lth.runner import run
 
 
-def smoke(data_root, *overrides):
-    return compose_config(["experiment=smoke", f"data.root={data_root}", *overrides])
-
-
 def records(path):
     return [json.loads(line) for line in (path / "rounds.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, data_root):
+def finished(tmp_path_factory, data_root, smoke_config):
     """A finished 2-round smoke lineage (mlp 64-32-10 on digits)."""
     out = tmp_path_factory.mktemp("finished") / "run"
     torch.set_num_threads(1)
-    run(smoke(data_root), out, sinks=[])
+    run(smoke_config(), out, sinks=[])
     return out
 
 
@@ -62,9 +58,9 @@ def finished(tmp_path_factory, data_root):
          r"data.batch_size=33 must be divisible by the 2 processes \(trainer.devices=2 x trainer.num_nodes=1\)"),
     ],
 )
-def test_bad_input_is_one_clear_error_before_training(tmp_path, data_root, overrides, message):
+def test_bad_input_is_one_clear_error_before_training(tmp_path, data_root, overrides, message, smoke_config):
     with pytest.raises(ValueError, match=message):
-        run(smoke(data_root, *overrides), tmp_path / "run", sinks=[])
+        run(smoke_config(*overrides), tmp_path / "run", sinks=[])
     assert not (tmp_path / "run").exists()  # not even config.yaml
 
 
@@ -73,7 +69,7 @@ def test_bad_input_is_one_clear_error_before_training(tmp_path, data_root, overr
     [("ticket.reset", "lth.reset:RESETS"), ("pruning.criterion", "lth.pruning:CRITERIA"),
      ("model.name", "lth.models:MODELS"), ("data.name", "lth.data:DATASETS")],
 )
-def test_unknown_names_list_every_valid_choice(tmp_path, data_root, key, registry):
+def test_unknown_names_list_every_valid_choice(tmp_path, data_root, key, registry, smoke_config):
     import importlib
 
     module, attr = registry.split(":")
@@ -81,7 +77,7 @@ def test_unknown_names_list_every_valid_choice(tmp_path, data_root, key, registr
     assert len(names) >= 4
     message = f"{key}: unknown {{}} 'nonsense'; valid choices: {', '.join(names)}"
     with pytest.raises(ValueError) as e:
-        run(smoke(data_root, f"{key}=nonsense"), tmp_path / "run", sinks=[])
+        run(smoke_config(f"{key}=nonsense"), tmp_path / "run", sinks=[])
     kind = {"ticket.reset": "reset", "pruning.criterion": "criterion", "model.name": "model", "data.name": "dataset"}
     assert str(e.value) == message.format(kind[key])
     assert not (tmp_path / "run").exists()
@@ -96,15 +92,15 @@ def test_missing_dataset_files_offline_are_named(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_branch_from_a_run_of_another_model_is_refused(tmp_path, data_root, finished):
-    cfg = smoke(data_root, f"branch.from={finished}", "branch.round=1", "model.args.hidden=[16]")
+def test_branch_from_a_run_of_another_model_is_refused(tmp_path, data_root, finished, smoke_config):
+    cfg = smoke_config(f"branch.from={finished}", "branch.round=1", "model.args.hidden=[16]")
     with pytest.raises(ValueError, match=r"branch.from=.* does not match this model \(model=mlp \{'hidden': \[16\]\}\)"
                                          r".*'hidden.0.weight' has shape \(32, 64\), the model's has \(16, 64\)"):
         run(cfg, tmp_path / "branch", sinks=[])
     assert not (tmp_path / "branch" / "round_01").exists()
 
 
-def test_branch_from_a_damaged_mask_is_refused(tmp_path, data_root, finished):
+def test_branch_from_a_damaged_mask_is_refused(tmp_path, data_root, finished, smoke_config):
     src = tmp_path / "src"
     src.mkdir()
     for name in ("config.yaml", "rounds.jsonl", "snapshots.pt", "round_00/mask.pt", "round_00/trained.pt",
@@ -114,7 +110,7 @@ def test_branch_from_a_damaged_mask_is_refused(tmp_path, data_root, finished):
     data = (src / "round_01/mask.pt").read_bytes()
     (src / "round_01/mask.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"branch.from=.* does not match this model .*cannot read mask file"):
-        run(smoke(data_root, f"branch.from={src}", "branch.round=1"), tmp_path / "branch", sinks=[])
+        run(smoke_config(f"branch.from={src}", "branch.round=1"), tmp_path / "branch", sinks=[])
 
 
 def test_a_mask_of_another_shape_is_refused_by_the_mask_manager(finished):
@@ -127,8 +123,8 @@ def test_a_mask_of_another_shape_is_refused_by_the_mask_manager(finished):
         manager.set_masks(masks)
 
 
-def test_nonfinite_loss_stops_the_round_records_it_and_stops_the_lineage(tmp_path, data_root):
-    cfg = smoke(data_root, "optimizer=sgd", "optimizer.lr=1e30", "ticket.rounds=2")
+def test_nonfinite_loss_stops_the_round_records_it_and_stops_the_lineage(tmp_path, data_root, smoke_config):
+    cfg = smoke_config("optimizer=sgd", "optimizer.lr=1e30", "ticket.rounds=2")
     with pytest.warns(RuntimeWarning) as caught:
         recs = run(cfg, tmp_path / "run", sinks=[])
     messages = [str(w.message) for w in caught]
@@ -171,22 +167,22 @@ def test_a_different_lineage_into_the_same_folder_is_refused_naming_both(tmp_pat
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "rounds.jsonl"]
 
 
-def test_results_without_a_config_or_with_a_damaged_one_are_refused(tmp_path, data_root, finished):
+def test_results_without_a_config_or_with_a_damaged_one_are_refused(tmp_path, data_root, finished, smoke_config):
     out = tmp_path / "run"
     (out / "round_00").mkdir(parents=True)
     (out / "round_00" / "mask.pt").write_bytes((finished / "round_00/mask.pt").read_bytes())
     with pytest.raises(ValueError, match=r"holds results \(round_00\) but no config.yaml"):
-        run(smoke(data_root), out, sinks=[])
+        run(smoke_config(), out, sinks=[])
     (out / "config.yaml").write_text("name: smoke\nseed: [0\n")
     with pytest.raises(ValueError, match=r"(?s)config.yaml is damaged .*cannot check that this folder holds the same run"):
-        run(smoke(data_root), out, sinks=[])
+        run(smoke_config(), out, sinks=[])
 
 
-def test_two_processes_cannot_write_one_folder(tmp_path, data_root):
+def test_two_processes_cannot_write_one_folder(tmp_path, data_root, smoke_config):
     out = tmp_path / "run"
     holder = RunFolder(out)
     holder.claim({"name": "smoke"})  # another lineage working in this folder right now (same config is not enough)
-    cfg = smoke(data_root)
+    cfg = smoke_config()
     from lth.runner import config_dict
 
     (out / "config.yaml").write_text(__import__("yaml").safe_dump(config_dict(cfg), sort_keys=False))
@@ -202,7 +198,7 @@ def test_two_processes_cannot_write_one_folder(tmp_path, data_root):
 # ----- logging never loses data
 
 
-def test_a_failing_csv_logger_warns_and_the_run_completes(tmp_path, data_root, monkeypatch):
+def test_a_failing_csv_logger_warns_and_the_run_completes(tmp_path, data_root, monkeypatch, smoke_config):
     from pytorch_lightning.loggers import CSVLogger
 
     def broken(self, *args, **kwargs):
@@ -211,7 +207,7 @@ def test_a_failing_csv_logger_warns_and_the_run_completes(tmp_path, data_root, m
     monkeypatch.setattr(CSVLogger, "log_metrics", broken)
     monkeypatch.setattr(CSVLogger, "save", broken)
     with pytest.warns(RuntimeWarning) as caught:
-        recs = run(smoke(data_root), tmp_path / "run", sinks=[])
+        recs = run(smoke_config(), tmp_path / "run", sinks=[])
     messages = [str(w.message) for w in caught]
     for method in ("log_metrics", "save"):
         assert any(f"logger CSVLogger failed in {method} (OSError: disk quota exceeded); training continues and the "
@@ -219,7 +215,7 @@ def test_a_failing_csv_logger_warns_and_the_run_completes(tmp_path, data_root, m
     assert [r["round"] for r in records(tmp_path / "run")] == [0, 1] == [r["round"] for r in recs]
     assert all(r["status"] == "ok" and r["train_steps"] == 40 for r in recs)
     monkeypatch.undo()
-    ref = run(smoke(data_root), tmp_path / "ref", sinks=[])
+    ref = run(smoke_config(), tmp_path / "ref", sinks=[])
     assert [{k: v for k, v in r.items() if k != "wall_seconds"} for r in recs] == \
            [{k: v for k, v in r.items() if k != "wall_seconds"} for r in ref]
 
@@ -236,11 +232,11 @@ class BrokenSink:
         raise ConnectionError("W&B unreachable at finish")
 
 
-def test_a_failing_sink_warns_and_the_local_record_completes(tmp_path, data_root):
+def test_a_failing_sink_warns_and_the_local_record_completes(tmp_path, data_root, smoke_config):
     sink = BrokenSink()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        recs = run(smoke(data_root), tmp_path / "run", sinks=[sink])
+        recs = run(smoke_config(), tmp_path / "run", sinks=[sink])
     messages = [str(w.message) for w in caught]
     assert "BrokenSink failed on round 0: W&B unreachable" in messages
     assert "BrokenSink failed on round 1: W&B unreachable" in messages

@@ -15,10 +15,6 @@ from lth.cli import compose_config
 from lth.runner import run
 
 
-def smoke(data_root, *overrides):
-    return compose_config(["experiment=smoke", f"data.root={data_root}", *overrides])
-
-
 def rounds(path):
     return [json.loads(line) for line in (path / "rounds.jsonl").read_text().splitlines()]
 
@@ -27,9 +23,9 @@ def strip_time(records):
     return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in records]
 
 
-def test_smoke_end_to_end_files_and_exact_densities(tmp_path, data_root):
+def test_smoke_end_to_end_files_and_exact_densities(tmp_path, data_root, smoke_config):
     out = tmp_path / "run"
-    records = run(smoke(data_root, "ticket.rounds=2"), out, sinks=[])
+    records = run(smoke_config("ticket.rounds=2"), out, sinks=[])
     assert (out / "config.yaml").exists()
     assert [r["round"] for r in records] == [0, 1, 2] == [r["round"] for r in rounds(out)]
     # smoke: mlp 64-32-10 on digits, fraction 0.5 per round, layerwise, half to even
@@ -55,39 +51,39 @@ def test_smoke_end_to_end_files_and_exact_densities(tmp_path, data_root):
     assert records[1]["reset"] == "rewind" and records[0]["reset"] == "none"
 
 
-def test_rerun_is_idempotent_and_extending_rounds_resumes(tmp_path, data_root):
+def test_rerun_is_idempotent_and_extending_rounds_resumes(tmp_path, data_root, smoke_config):
     out = tmp_path / "run"
-    run(smoke(data_root, "ticket.rounds=1"), out, sinks=[])
+    run(smoke_config("ticket.rounds=1"), out, sinks=[])
     before = (out / "rounds.jsonl").read_text()
     mtime = os.stat(out / "round_01" / "trained.pt").st_mtime_ns
-    run(smoke(data_root, "ticket.rounds=1"), out, sinks=[])
+    run(smoke_config("ticket.rounds=1"), out, sinks=[])
     assert (out / "rounds.jsonl").read_text() == before
     assert os.stat(out / "round_01" / "trained.pt").st_mtime_ns == mtime  # nothing retrained
     # a longer lineage continues from the finished rounds, and equals an uninterrupted 2-round run
-    run(smoke(data_root, "ticket.rounds=2"), out, sinks=[])
+    run(smoke_config("ticket.rounds=2"), out, sinks=[])
     full = tmp_path / "full"
-    run(smoke(data_root, "ticket.rounds=2"), full, sinks=[])
+    run(smoke_config("ticket.rounds=2"), full, sinks=[])
     assert strip_time(rounds(out)) == strip_time(rounds(full))
     for r in range(3):
         a, b = masks_lib.load(out / f"round_{r:02d}/mask.pt"), masks_lib.load(full / f"round_{r:02d}/mask.pt")
         assert all(torch.equal(a[n], b[n]) for n in a)
 
 
-def test_same_seed_same_masks_and_metrics_different_seed_differs(tmp_path, data_root):
-    a = run(smoke(data_root, "seed=3"), tmp_path / "a", sinks=[])
-    b = run(smoke(data_root, "seed=3"), tmp_path / "b", sinks=[])
-    run(smoke(data_root, "seed=4"), tmp_path / "c", sinks=[])
+def test_same_seed_same_masks_and_metrics_different_seed_differs(tmp_path, data_root, smoke_config):
+    a = run(smoke_config("seed=3"), tmp_path / "a", sinks=[])
+    b = run(smoke_config("seed=3"), tmp_path / "b", sinks=[])
+    run(smoke_config("seed=4"), tmp_path / "c", sinks=[])
     assert strip_time(a) == strip_time(b)
     ma, mb, mc = (masks_lib.load(tmp_path / x / "round_01/mask.pt") for x in "abc")
     assert all(torch.equal(ma[n], mb[n]) for n in ma)
     assert not all(torch.equal(ma[n], mc[n]) for n in ma)
 
 
-def test_a_different_config_into_the_same_folder_is_refused(tmp_path, data_root):
+def test_a_different_config_into_the_same_folder_is_refused(tmp_path, data_root, smoke_config):
     out = tmp_path / "run"
-    run(smoke(data_root), out, sinks=[])
+    run(smoke_config(), out, sinks=[])
     with pytest.raises(ValueError, match=r"(?s)different config.*pruning.criterion: existing='large_final' new='random'"):
-        run(smoke(data_root, "pruning.criterion=random"), out, sinks=[])
+        run(smoke_config("pruning.criterion=random"), out, sinks=[])
 
 
 @pytest.mark.parametrize(
@@ -102,14 +98,14 @@ def test_a_different_config_into_the_same_folder_is_refused(tmp_path, data_root)
         ("+pruning.overrides.fc9=0.1", r"override keys \['fc9'\] match no layer; layers: hidden.0.weight, output.weight"),
     ],
 )
-def test_bad_input_is_rejected_before_training(tmp_path, data_root, override, message):
+def test_bad_input_is_rejected_before_training(tmp_path, data_root, override, message, smoke_config):
     with pytest.raises(ValueError, match=message):
-        run(smoke(data_root, override), tmp_path / "run", sinks=[])
+        run(smoke_config(override), tmp_path / "run", sinks=[])
     assert not (tmp_path / "run" / "round_00").exists()
 
 
-def test_output_fraction_prunes_the_output_layer_at_its_own_rate(tmp_path, data_root):
-    records = run(smoke(data_root, "pruning.fraction=0.2", "pruning.output_fraction=0.1"), tmp_path / "r", sinks=[])
+def test_output_fraction_prunes_the_output_layer_at_its_own_rate(tmp_path, data_root, smoke_config):
+    records = run(smoke_config("pruning.fraction=0.2", "pruning.output_fraction=0.1"), tmp_path / "r", sinks=[])
     # hidden 64x32: 2048 -> remove round(409.6)=410; output 32x10: 320 -> remove 32
     assert records[1]["layer_density"] == {"hidden.0.weight": (2048 - 410) / 2048, "output.weight": 288 / 320}
 
@@ -145,8 +141,8 @@ def test_resume_after_kill_mid_round_equals_uninterrupted(tmp_path, data_root):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_one_shot_pruning_to_a_target_density(tmp_path, data_root):
-    records = run(smoke(data_root, "pruning.target_density=0.1", "ticket.rounds=1"), tmp_path / "r", sinks=[])
+def test_one_shot_pruning_to_a_target_density(tmp_path, data_root, smoke_config):
+    records = run(smoke_config("pruning.target_density=0.1", "ticket.rounds=1"), tmp_path / "r", sinks=[])
     # one round removes 90%: hidden 2048 -> 205 kept (round(1843.2)=1843 removed), output 320 -> 32
     assert records[1]["layer_density"] == {"hidden.0.weight": 205 / 2048, "output.weight": 32 / 320}
     assert records[1]["fraction"] == pytest.approx(0.9)
@@ -172,17 +168,17 @@ def test_presets_compose(experiment):
         assert (cfg.pruning.fraction, cfg.pruning.output_fraction, cfg.data.val_size) == (0.2, 0.1, 5000)
 
 
-def test_a_run_written_before_an_option_existed_still_resumes(tmp_path, data_root):
+def test_a_run_written_before_an_option_existed_still_resumes(tmp_path, data_root, smoke_config):
     import yaml
 
     out = tmp_path / "run"
-    run(smoke(data_root), out, sinks=[])
+    run(smoke_config(), out, sinks=[])
     old = yaml.safe_load((out / "config.yaml").read_text())
     del old["pruning"]["target_density"]  # as if written by a version without that option
     (out / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
-    assert [r["round"] for r in run(smoke(data_root), out, sinks=[])] == [0, 1]
+    assert [r["round"] for r in run(smoke_config(), out, sinks=[])] == [0, 1]
     with pytest.raises(ValueError, match="pruning.target_density: existing=None new=0.1"):
-        run(smoke(data_root, "pruning.target_density=0.1"), out, sinks=[])
+        run(smoke_config("pruning.target_density=0.1"), out, sinks=[])
 
 
 def test_trainer_threads_holds_for_the_run_and_is_restored(tmp_path, data_root, monkeypatch):
