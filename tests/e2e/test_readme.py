@@ -54,6 +54,9 @@ ROUND_READ = {"branch.from": "branch.round", "supermask.from": "supermask.round"
 LTH_RUN = ("lth-run", "python -m lth")
 
 
+VALUED_FLAGS = ("--cfg", "-c", "--config-dir", "-cd", "--package", "-p", "--info")  # Hydra flags with a value
+
+
 @dataclass(frozen=True)
 class Command:
     """One documented command: where it is shown, its program and its arguments."""
@@ -76,8 +79,21 @@ class Command:
 
     @property
     def overrides(self) -> list[str]:
-        """The Hydra overrides (flags left out)."""
-        return [a for a in self.args if a not in ("-m", "--multirun")]
+        """The Hydra overrides (flags left out; `--config-dir <...>/conf` becomes the repository's conf/ on the search
+        path, as the README's example checkout)."""
+        out, args = [], list(self.args)
+        while args:
+            a = args.pop(0)
+            if a in ("-m", "--multirun"):
+                continue
+            if a in VALUED_FLAGS:
+                value = args.pop(0)
+                if a in ("--config-dir", "-cd"):
+                    assert Path(value).name == "conf", f"{self.id}: --config-dir {value} is not a conf/ folder"
+                    out.append(f"hydra.searchpath=[file://{REPO / 'conf'}]")
+                continue
+            out.append(a)
+        return out
 
 
 def _code_lines(page: Path) -> Iterator[tuple[int, str]]:
