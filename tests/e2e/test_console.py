@@ -97,7 +97,9 @@ def test_a_sweep_prefixes_round_lines_with_the_job(tmp_path, data_root):
     p = lth_run(tmp_path, "-m", *SMOKE, "ticket.rounds=0", "seed=0,1", f"data.root={data_root}")
     assert p.returncode == 0, p.stderr[-3000:]
     rounds = [x.split("  ")[0] for x in lines(p.stderr) if re.match(r"^\[#\d", x) and "  density " in x]
-    assert rounds == ["[#0 seed=0] round 0/0", "[#1 seed=1] round 0/0"]
+    jobs = "ticket.rounds=0,trainer.eval_every=10,trainer.max_steps=20"  # the job's override_dirname
+    assert rounds == [f"[#0 seed=0,{jobs}] round 0/0", f"[#1 seed=1,{jobs}] round 0/0"]
+    assert not [x for x in lines(p.stderr) if x.startswith("round ")], "a sweep's line without its job"
 
 
 def _wait_for(proc: subprocess.Popen, pattern: str, timeout: float = 120) -> list[str]:
