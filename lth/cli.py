@@ -7,11 +7,16 @@ Configs are searched in the packaged `lth/conf/` first, then in `./conf` of the 
 from __future__ import annotations
 
 import contextlib
-import logging
+import dataclasses
+import difflib
+import os
+import signal
 import sys
+import typing
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -41,40 +46,119 @@ def overlay_optional() -> Iterator[None]:
         yield
 
 
+# Schema nodes that take arbitrary keys by design (checked by their own consumers, e.g. validate's branch check)
+FREE_FORM = ("model.args", "data.args", "pruning.overrides", "optimizer", "scheduler", "branch")
+
+
+def schema_keys(cls: type = Config, prefix: str = "") -> dict[str, type | None]:
+    """Dotted key → its schema dataclass (None for a leaf), for every key of the schema `cls` (nested ones too)."""
+    out: dict[str, type | None] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints.get(f.name)
+        key = prefix + f.name
+        node = t if isinstance(t, type) and dataclasses.is_dataclass(t) else None
+        out[key] = node
+        if node is not None:
+            out.update(schema_keys(node, key + "."))
+    if cls.__name__ == "SupermaskConfig":  # `from` is added outside the class body (a Python keyword)
+        out[prefix + "from"] = None
+    return out
+
+
+def check_keys(cfg: Any, prefix: str = "") -> None:
+    """Raise ValueError for a key of a composed config outside the schema (e.g. `+ticket.round=5`), naming the
+    closest schema key; FREE_FORM nodes accept any key."""
+    known = schema_keys()
+    if OmegaConf.is_config(cfg):
+        cfg = OmegaConf.to_container(cfg, resolve=False)
+    for key in cfg:
+        dotted = f"{prefix}{key}"
+        if dotted in FREE_FORM:
+            continue
+        if dotted not in known:
+            close = difflib.get_close_matches(dotted, list(known), n=1, cutoff=0.6)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            raise ValueError(f"unknown config key `{dotted}`{hint}; `lth-run --help` lists the options")
+        value = cfg[key]
+        if known[dotted] is not None and isinstance(value, dict):
+            check_keys(value, dotted + ".")
+
+
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The typed config `lth-run <overrides>` would run (for scripts, notebooks and tests); `./conf` is searched too."""
     from hydra import compose, initialize_config_module
 
     with overlay_optional(), initialize_config_module("lth.conf", version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
+    check_keys(cfg)
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def _remove_empty(folder: Path, stop: Path) -> None:
+    """Remove `folder` and its parents below `stop` while they are empty (what Hydra made for a job that wrote
+    nothing)."""
+    folder, stop = folder.resolve(), stop.resolve()
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or gone
+            return
+        folder = folder.parent
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def app(cfg: DictConfig) -> None:
     """Hydra task: one lineage."""
-    from lth.runner import run
-
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(HydraConfig.get().runtime.output_dir)
-    config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    if config.logger.run_name is None:
-        config.logger.run_name = HydraConfig.get().job.override_dirname or config.name
+    hc = HydraConfig.get()
+    hydra_dir = Path(hc.runtime.output_dir)
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else hydra_dir
+    multirun = hc.mode == RunMode.MULTIRUN
     try:
-        run(config, out_dir)
+        try:
+            check_keys(cfg)
+            config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+            if config.logger.run_name is None:
+                config.logger.run_name = hc.job.override_dirname or config.name
+            from lth.validate import validate
+
+            validate(config)  # before the heavy imports: the values first, then the registries' names
+            from lth.runner import run
+
+            label = f"#{hc.job.num} {hc.job.override_dirname}".strip() if multirun else ""
+            run(config, out_dir, **({"label": label} if label else {}))
+        finally:
+            _remove_empty(hydra_dir, Path.cwd())  # a refused config (or out_dir elsewhere) leaves no job folder
     except (ValueError, KeyError, FileNotFoundError) as e:
-        logging.getLogger("lth").error("%s", e)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             raise  # Hydra records the failed job, runs the others, and reports the failure at the end
         raise SystemExit(f"lth-run: error: {e}") from None
+    except Exception as e:
+        from lth.lit import RunInterrupted
+
+        if not isinstance(e, RunInterrupted):
+            raise
+        where = f"at step {e.step} of round {e.round}" if e.step is not None else (
+            f"before round {e.round}" if e.round is not None else "")
+        print(f"lth-run: interrupted {where} — rerun the same command to resume".replace("  ", " "),
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + e.signum) from None
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:
     """Console-script entry point."""
-    with overlay_optional():
-        app()
+    os.environ.setdefault("WANDB_SILENT", "true")  # W&B's banner and summary: the run folder holds the record
+    signal.signal(signal.SIGTERM, _terminate)  # until a run installs its own: stop with the message below
+    try:
+        with overlay_optional():
+            app()
+    except KeyboardInterrupt:
+        print("lth-run: interrupted — rerun the same command to resume", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

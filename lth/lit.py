@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import os
-from collections.abc import Callable, Iterable
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from torch import Tensor, nn
 from torchmetrics import Metric
 
@@ -230,34 +237,106 @@ class RNGStateCallback(pl.Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+class RunInterrupted(Exception):
+    """A run stopped by SIGINT/SIGTERM at a step boundary: `step` of round `round` is checkpointed (None: between
+    rounds, or forced by a second signal: the round resumes from its last checkpoint)."""
+
+    def __init__(self, signum: int, round: int | None = None, step: int | None = None) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum, self.round, self.step = signum, round, step
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM while `handling()`: the round stops at the next step boundary (see LastCheckpoint); a
+    second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise RunInterrupted(signum)
+        self.signum = signum
+        print("\nlth-run: stopping after this step (again to stop at once)", file=sys.stderr, flush=True)
+
+    def install(self) -> None:
+        """Route SIGINT and SIGTERM to this flag (main thread only; elsewhere a no-op)."""
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._handler)
+
+    @contextmanager
+    def handling(self) -> Iterator[StopFlag]:
+        """Install the handlers for the duration of the block, then restore the previous ones."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.install()
+        try:
+            yield self
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
+
+    def check(self, r: int) -> None:
+        """Raise RunInterrupted before round `r` starts if a stop was requested."""
+        if self.signum is not None:
+            raise RunInterrupted(self.signum, r)
+
+
 class LastCheckpoint(pl.Callback):
-    """Writes `<dirpath>/last.ckpt` atomically every `every_n_steps` optimizer steps.
+    """Writes `<dirpath>/last.ckpt` atomically every `every_n_steps` optimizer steps, and at the step where `stop`
+    was set (then raises RunInterrupted).
 
     At a step followed by an evaluation the checkpoint is written after it, so a resumed round keeps that evaluation
     (Lightning does not redo it). Every rank calls `save` (Lightning's save is collective); rank 0 writes the file.
+    Loggers are flushed first, so a resumed round's CSV keeps every row up to the checkpoint.
     """
 
-    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int) -> None:
+    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int, stop: StopFlag | None = None,
+                 r: int | None = None) -> None:
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = every_n_steps
+        self.stop = stop
+        self.r = r
         self._saved_step = -1
 
     def _due(self, trainer: pl.Trainer) -> bool:
         step = trainer.global_step
         return self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._saved_step
 
+    def _stopping(self) -> bool:
+        return self.stop is not None and self.stop.signum is not None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.stop is not None and trainer.world_size == 1:
+            self.stop.install()  # Lightning's own SIGTERM handler (set up for the fit) would stop without a checkpoint
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if self._due(trainer) and not _validates_after_this_batch(trainer):
+        if (self._due(trainer) or self._stopping()) and not _validates_after_this_batch(trainer):
             self.save(trainer)
+            self._stop_if_asked(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and self._due(trainer):
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and (self._due(trainer) or self._stopping()):
             self.save(trainer)
+            self._stop_if_asked(trainer)
+
+    def _stop_if_asked(self, trainer: pl.Trainer) -> None:
+        if self.stop is not None and self.stop.signum is not None and trainer.global_step < trainer.max_steps:
+            raise RunInterrupted(self.stop.signum, self.r, trainer.global_step)
 
     def save(self, trainer: pl.Trainer) -> None:
         """Save now (temp file + rename)."""
         tmp = self.path.with_name(".last.ckpt.tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for logger in trainer.loggers:
+            logger.save()
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
@@ -270,6 +349,138 @@ def _validates_after_this_batch(trainer: pl.Trainer) -> bool:
     if not trainer.enable_validation or every is None or every == float("inf"):
         return False
     return (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % int(every) == 0
+
+
+class ProgressCallback(pl.Callback):
+    """A round's progress on rank 0: a bar (steps, loss, ETA) on a terminal, else a plain line every 10% of the round.
+
+    The loss shown is the last value already logged (`train/loss`), read only when the display refreshes (every
+    `refresh_s` seconds on a terminal): no host sync per step. Per step it costs a comparison or a clock read. Plain
+    lines come at most every `min_gap_s` seconds (a round of seconds prints none).
+    """
+
+    def __init__(self, title: str, bar: bool, stream: IO[str] | None = None, refresh_s: float = 0.5,
+                 min_gap_s: float = 2.0) -> None:
+        self.title = title
+        self.bar = bar
+        self.stream = stream
+        self.refresh_s = refresh_s
+        self.min_gap_s = min_gap_s
+        self._last_line = 0.0
+        self._start = (0.0, 0)
+        self._next_step = 0
+        self._next_time = 0.0
+        self._shown = False
+
+    def _out(self) -> IO[str]:
+        return self.stream if self.stream is not None else sys.stderr
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step = trainer.global_step
+        self._start = (time.monotonic(), step)
+        self._next_time = self._start[0] + self.refresh_s
+        self._next_step = self._tenth_after(step, trainer.max_steps)
+        self._last_line = self._start[0]
+
+    @staticmethod
+    def _tenth_after(step: int, total: int) -> int:
+        """The first 10% mark of the round strictly after `step`."""
+        tenths = (10 * step) // max(total, 1) + 1
+        return max(step + 1, -(-tenths * total // 10))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.bar:
+            now = time.monotonic()
+            if now >= self._next_time:
+                self._next_time = now + self.refresh_s
+                self._show(trainer, now)
+        elif trainer.global_step >= self._next_step:
+            total = trainer.max_steps
+            self._next_step = self._tenth_after(trainer.global_step, total)
+            now = time.monotonic()
+            if trainer.global_step < total and now - self._last_line >= self.min_gap_s:  # the round's line: the end
+                self._last_line = now
+                self._show(trainer, now)
+
+    def _show(self, trainer: pl.Trainer, now: float) -> None:
+        if not trainer.is_global_zero:
+            return
+        step, total = trainer.global_step, trainer.max_steps
+        t0, s0 = self._start
+        eta = (now - t0) / (step - s0) * (total - step) if step > s0 else None
+        loss = trainer.callback_metrics.get("train/loss")  # the last logged value, already computed
+        parts = [f"step {step}/{total}", f"loss {float(loss):.4f}" if loss is not None else "",
+                 f"ETA {_duration(eta)}" if eta is not None else ""]
+        text = "  ".join(p for p in parts if p)
+        out = self._out()
+        if self.bar:
+            width = 20
+            done = int(width * step / max(total, 1))
+            out.write(f"\r\x1b[K{self.title} [{'#' * done}{'.' * (width - done)}] {100 * step // max(total, 1):3d}%  "
+                      f"{text}")
+            self._shown = True
+        else:
+            out.write(f"{self.title}  {text}  ({100 * step // max(total, 1)}%)\n")
+        out.flush()
+
+    def _clear(self) -> None:
+        if self._shown:
+            self._out().write("\r\x1b[K")
+            self._out().flush()
+            self._shown = False
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._clear()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._clear()
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger for `<save_dir>/csv/metrics.csv` that continues a resumed round's file: rows logged before
+    `resume_step` are kept, later ones (redone after the resume) dropped; None starts the file afresh. Rows are
+    written as they are logged (every `log_every_n_steps` steps), so a kill loses none before its checkpoint."""
+
+    def __init__(self, save_dir: str | os.PathLike, resume_step: int | None = None) -> None:
+        super().__init__(str(save_dir), name="csv", version="", flush_logs_every_n_steps=1)
+        self.resume_step = resume_step
+
+    @property
+    def experiment(self) -> _ResumableWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ResumableWriter(self.log_dir, self.resume_step)
+        return self._experiment  # type: ignore[return-value]
+
+
+class _ResumableWriter(ExperimentWriter):
+    """ExperimentWriter that keeps an existing metrics.csv's rows before `resume_step` (drops it when None)."""
+
+    def __init__(self, log_dir: str, resume_step: int | None) -> None:
+        self._resume_step = resume_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        if self._resume_step is None:
+            path.unlink()
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            keys = list(reader.fieldnames or [])
+            rows = [row for row in reader if row.get("step") and int(row["step"]) < self._resume_step]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.metrics_keys = keys
 
 
 class ResumableTrainAccuracy(pl.Callback):

@@ -138,19 +138,39 @@ class RoundSink(Protocol):
 
 
 class ConsoleSink:
-    """Prints one line per finished round."""
+    """Prints one line per finished round, the run's start and end, and (through `progress`) progress within a round;
+    `label` prefixes every line (a sweep's job); `bar`: a progress bar (default: when stderr is a terminal)."""
 
-    def __init__(self, total_rounds: int) -> None:
+    def __init__(self, total_rounds: int, label: str = "", bar: bool | None = None) -> None:
+        import sys
+
         from rich.console import Console
 
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self.total = total_rounds
+        self.label = label
+        self.bar = sys.stderr.isatty() if bar is None else bar
+
+    @property
+    def prefix(self) -> str:
+        """What every line starts with: `[<label>] ` in a sweep, nothing in a plain run."""
+        return f"[{self.label}] " if self.label else ""
+
+    def say(self, text: str) -> None:
+        """Print one line (prefixed)."""
+        self.console.print(self.prefix + text, markup=False)
+
+    def round_title(self, r: int) -> str:
+        """The prefixed `round r/N` of round `r`'s progress lines."""
+        return f"{self.prefix}round {r}/{self.total}"
 
     def on_round(self, record: RoundRecord) -> None:
+        from rich.markup import escape
+
         es = record.get("early_stop_test_acc")
         acc = record.get("test_acc")
         self.console.print(
-            f"[bold]round {record['round']}/{self.total}[/bold]  density {record['density']:.4f}  "
+            f"{escape(self.prefix)}[bold]round {record['round']}/{self.total}[/bold]  density {record['density']:.4f}  "
             f"test acc {float('nan') if acc is None else acc:.4f}  "
             f"early-stop acc {es if es is None else f'{es:.4f}'} @ step {record.get('early_stop_step')}  "
             f"({record['wall_seconds']:.1f}s)"

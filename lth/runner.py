@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,11 @@ from lth.lit import (
     FaultCallback,
     LastCheckpoint,
     MaskingCallback,
+    ProgressCallback,
+    ResumableCSVLogger,
     ResumableTrainAccuracy,
     RNGStateCallback,
+    StopFlag,
     TicketModule,
     build_trainer,
     optimizer_factory,
@@ -44,11 +48,11 @@ class Lineage:
     """One run folder: its data, model, mask manager and plan, and the steps its kind's rounds are made of.
 
     `datamodule`: a ready datamodule instead of one built from `cfg.data`; `callbacks`: extra Lightning callbacks in
-    every training round (e.g. a timer).
+    every training round (e.g. a timer); `label`: the prefix of the default console's lines (a sweep's job).
     """
 
     def __init__(self, cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None, *,
-                 datamodule: Any = None, callbacks: Sequence[pl.Callback] = ()) -> None:
+                 datamodule: Any = None, callbacks: Sequence[pl.Callback] = (), label: str = "") -> None:
         from lth.data import build_datamodule
         from lth.models import build_model, reinitialize
         from lth.validate import validate
@@ -60,7 +64,10 @@ class Lineage:
         self.config = config_dict(cfg)
         writer = is_writer(cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes)
         if sinks is None:
-            sinks = [ConsoleSink(self.kind.total_rounds(cfg))] if writer else []
+            sinks = [ConsoleSink(self.kind.total_rounds(cfg), label)] if writer else []
+        self.console: ConsoleSink | None = next((s for s in sinks if isinstance(s, ConsoleSink)), None)
+        self.stop = StopFlag()  # SIGINT/SIGTERM during `run`: stop at the next step with a checkpoint
+        self.rounds_run = 0  # rounds trained or evaluated by this invocation
         self.folder = RunFolder(out_dir, sinks, writer=writer)
         self.defaults = config_dict(Config())  # options added since an existing run was written compare as defaults
         self.folder.check_config(self.config, self.defaults)  # another run's folder is refused before anything is built
@@ -79,12 +86,26 @@ class Lineage:
         self.folder.claim(self.config, self.defaults)  # all checks passed: lock the folder and write config.yaml
 
     def run(self) -> list[RoundRecord]:
-        """Run (or resume) the kind's rounds, skipping finished ones; returns all round records."""
+        """Run (or resume) the kind's rounds, skipping finished ones; returns all round records.
+
+        SIGINT/SIGTERM stop the round at the next step with a checkpoint and raise `lth.lit.RunInterrupted`."""
+        done = len(self.folder.rounds())
+        self._say(f"run folder {self.folder.path}" + (f" ({done} rounds recorded)" if done else ""))
         try:
-            self.kind.run(self)
+            with self.stop.handling(), quiet_third_party():
+                self.kind.run(self)
         finally:
             self.folder.close()
-        return self.folder.rounds()
+        records = self.folder.rounds()
+        if self.rounds_run == 0:
+            self._say(f"complete, nothing to do: {len(records)} rounds recorded in {self.folder.path}")
+        else:
+            self._say(f"done: {len(records)} rounds recorded in {self.folder.path}")
+        return records
+
+    def _say(self, text: str) -> None:
+        if self.console is not None:
+            self.console.say(text)
 
     # ----- the steps of a round
     def ones(self) -> dict[str, Tensor]:
@@ -132,6 +153,8 @@ class Lineage:
                     fields: Mapping[str, Any] | None = None) -> RoundRecord:
         """Train the current model under `masks` as round `r` (prepared by `reset`), then write its files and record."""
         cfg, folder, t = self.cfg, self.folder, self.cfg.trainer
+        self.stop.check(r)
+        self.rounds_run += 1
         folder.save_mask(r, masks)
         start = time.perf_counter()
         strategy = RESETS[reset] if reset is not None else None
@@ -143,8 +166,11 @@ class Lineage:
             steps = strategy.steps(Budget(t.max_steps, self.plan.flops_dense, pruned, tk.scratch_cap, tk.finetune_steps))
             optimizer = strategy.optimizer(optimizer, tk.finetune_lr)
         module = TicketModule(self.model, optimizer, self.data.num_classes, scheduler_factory(cfg.scheduler))
-        trainer = self.trainer(r, steps, self._callbacks(r))
         ckpt = folder.resume_point(r, self.model.state_dict(), self.manager.names)
+        resume_step = _checkpoint_step(ckpt) if ckpt is not None else None
+        if resume_step is not None:
+            self._say(f"round {r}: resuming at step {resume_step} from {ckpt}")
+        trainer = self.trainer(r, steps, self._callbacks(r), resume_step=resume_step)
         evals = [self.data.val_dataloader(), self.data.test_dataloader()]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -167,6 +193,8 @@ class Lineage:
     def evaluate_round(self, r: int, masks: dict[str, Tensor], fields: Mapping[str, Any] | None = None) -> RoundRecord:
         """Evaluate the current model under `masks` on val and test, without training, as round `r`."""
         start = time.perf_counter()
+        self.stop.check(r)
+        self.rounds_run += 1
         self.folder.save_mask(r, masks)
         self.manager.set_masks(masks)
         module = TicketModule(self.model, optimizer_factory(self.cfg.optimizer), self.data.num_classes)
@@ -180,9 +208,11 @@ class Lineage:
     def _callbacks(self, r: int) -> list[pl.Callback]:
         callbacks: list[pl.Callback] = [
             ResumableTrainAccuracy(), MaskingCallback(self.manager), RNGStateCallback(),
-            LastCheckpoint(self.folder.checkpoint(r).parent, self.cfg.trainer.checkpoint_every),
+            LastCheckpoint(self.folder.checkpoint(r).parent, self.cfg.trainer.checkpoint_every, self.stop, r),
             *self.kind.callbacks(self, r),
         ]
+        if self.console is not None:
+            callbacks.append(ProgressCallback(self.console.round_title(r), self.console.bar))
         if self.plan.world > 1:
             callbacks.append(MaskAgreement(self.manager))
         callbacks += self.extra_callbacks
@@ -190,14 +220,14 @@ class Lineage:
             callbacks.append(FaultCallback(r))
         return callbacks
 
-    def trainer(self, r: int, steps: int, callbacks: list[pl.Callback], single_process: bool = False) -> pl.Trainer:
-        """The Trainer of round `r`: `steps` optimizer steps, the CSV log and the sinks' curve loggers."""
+    def trainer(self, r: int, steps: int, callbacks: list[pl.Callback], single_process: bool = False,
+                resume_step: int | None = None) -> pl.Trainer:
+        """The Trainer of round `r`: `steps` optimizer steps, the CSV log (continued from `resume_step` when the round
+        resumes) and the sinks' curve loggers."""
         t = self.cfg.trainer
         loggers: list[Any] = []
         if self.cfg.logger.csv:
-            from pytorch_lightning.loggers import CSVLogger
-
-            loggers.append(CSVLogger(str(self.folder.round_dir(r)), name="csv", version=""))
+            loggers.append(ResumableCSVLogger(self.folder.round_dir(r), resume_step))
         if not is_spawn(t.strategy):  # a W&B run cannot travel to spawned workers
             loggers += [s.curve_logger(r * t.max_steps) for s in self.folder.sinks if hasattr(s, "curve_logger")]
         return build_trainer(t, steps, callbacks, loggers, self.folder.round_dir(r), single_process)
@@ -233,13 +263,46 @@ def _value(x: Any) -> Any:
     return getattr(x, "value", x)
 
 
+def _checkpoint_step(path: Path) -> int:
+    """The optimizer step a Lightning checkpoint was written at (its tensors are mapped, not read)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+# Third-party messages that say nothing about a run (each one printed once per round before)
+QUIET_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's pytree use under a newer torch
+    r".*weights_only=False.*",  # torch.load's FutureWarning (Lightning loads its own checkpoints)
+    r".*does not have many workers.*",  # in-memory tensors need none
+    r".*Previous log files in this directory will be deleted.*",
+)
+QUIET_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")  # tips, summaries
+
+
+@contextlib.contextmanager
+def quiet_third_party() -> Iterator[None]:
+    """During a run: Lightning's info messages (tips, e.g. `litlogger`'s) and the warnings in QUIET_WARNINGS off."""
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", pattern)
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def run(cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None, *, datamodule: Any = None,
-        callbacks: Sequence[pl.Callback] = ()) -> list[RoundRecord]:
-    """Run (or resume) one lineage of any kind (IMP, branch, supermask) into `out_dir`; its round records."""
+        callbacks: Sequence[pl.Callback] = (), label: str = "") -> list[RoundRecord]:
+    """Run (or resume) one lineage of any kind (IMP, branch, supermask) into `out_dir`; its round records.
+
+    `label` prefixes the console's lines (a sweep's job)."""
     before = torch.get_num_threads()
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     try:
-        return Lineage(cfg, out_dir, sinks, datamodule=datamodule, callbacks=callbacks).run()
+        return Lineage(cfg, out_dir, sinks, datamodule=datamodule, callbacks=callbacks, label=label).run()
     finally:
         torch.set_num_threads(before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,20 +16,24 @@ def _in_open_unit(name: str, x: float) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Raise ValueError for the first problem found in `cfg`."""
-    from lth.data import DATASETS
-    from lth.models import MODELS
-    from lth.pruning import CRITERIA
-    from lth.reset import RESETS
-
-    for what, registry, name in (
-        ("pruning.criterion", CRITERIA, cfg.pruning.criterion),
-        ("ticket.reset", RESETS, cfg.ticket.reset),
-        ("model.name", MODELS, cfg.model.name),
-        ("data.name", DATASETS, cfg.data.name),
+    """Raise ValueError for the first problem found in `cfg`: the values first (no heavy imports), then the names
+    in the registries (criteria, resets and models need torch; datasets Lightning, so they come last)."""
+    _validate_values(cfg)
+    for what, module, attr, name in (
+        ("pruning.criterion", "lth.pruning", "CRITERIA", cfg.pruning.criterion),
+        ("ticket.reset", "lth.reset", "RESETS", cfg.ticket.reset),
+        ("model.name", "lth.models", "MODELS", cfg.model.name),
+        ("data.name", "lth.data", "DATASETS", cfg.data.name),
     ):
+        registry = getattr(importlib.import_module(module), attr)
         if name not in registry:
             raise ValueError(f"{what}: {registry.unknown(name)}")
+    _validate_structured(cfg)
+    _validate_world(cfg)
+
+
+def _validate_values(cfg: Config) -> None:
+    """The checks that need no registry (and no torch)."""
     _in_open_unit("pruning.fraction", cfg.pruning.fraction)
     if cfg.pruning.target_density is not None:
         _in_open_unit("pruning.target_density", cfg.pruning.target_density)
@@ -55,8 +60,6 @@ def validate(cfg: Config) -> None:
         raise ValueError(
             f"ticket.rewind_step={tk.rewind_step} must be smaller than the round's length trainer.max_steps={t.max_steps}"
         )
-    _validate_structured(cfg)
-    _validate_world(cfg)
     _validate_branch(cfg.branch)
 
 
