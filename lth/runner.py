@@ -81,6 +81,9 @@ class Lineage:
     def run(self) -> list[RoundRecord]:
         """Run (or resume) the kind's rounds, skipping finished ones; returns all round records."""
         try:
+            for sink in self.folder.sinks:  # a mirror (W&B) added to a folder with results logs the rounds it lacks
+                if hasattr(sink, "catch_up"):
+                    sink.catch_up(self.folder.rounds())
             self.kind.run(self)
         finally:
             self.folder.close()
