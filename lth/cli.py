@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import hashlib
 import os
+import re
 import signal
 import sys
 import typing
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,53 @@ from lth.config import Config
 ConfigStore.instance().store(name="lth_schema", node=Config)
 
 
-def _run_dir_name(override_dirname: str) -> str:
-    return override_dirname or "defaults"
+# Overrides that only choose Hydra's behaviour or the folder's parent (runs/<name>): never part of a folder's name
+HYDRA_ONLY_KEYS = ("experiment", "sweep", "launcher", "hydra")
+MAX_PATH_VALUE = 64  # characters; a longer path value (branch.from=/abs/...) is shortened, see _short
+MAX_DIRNAME = 160  # bytes; a longer name is cut and ends in a hash of the whole name
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f:*?"<>|\\\s]')  # besides "/": not portable or awkward in a path component
+
+
+def _leaves_name(key: str) -> bool:
+    """Whether an override of `key` leaves the folder name unchanged (it does not change results)."""
+    from lth.record import NON_SEMANTIC_KEYS
+
+    return any(key == k or key.startswith(k + ".") for k in (*HYDRA_ONLY_KEYS, *NON_SEMANTIC_KEYS))
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _short(line: str) -> str:
+    """`k=v` with a long path value `v` shortened to its last two components and a hash of the whole path."""
+    key, eq, value = line.partition("=")
+    if "/" not in value or len(value) <= MAX_PATH_VALUE:
+        return line
+    parts = [p for p in value.strip("'\"").split("/") if p]
+    return f"{key}{eq}{'/'.join(parts[-2:])}-{_hash(value)}"
+
+
+def _run_dir_name(overrides: str | Sequence[str]) -> str:
+    """A lineage's folder name, one path component: its sorted result-changing overrides `k=v` joined by "," (the
+    task overrides of a job; a string is taken as already joined), "defaults" for none. "/" in values becomes "~" (a
+    long path value keeps its last two components and a hash), other unsafe characters "_"; a lossy or over-long name
+    ends in "-<hash of the exact overrides>"."""
+    if isinstance(overrides, str):
+        name = overrides
+    else:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+        name = ",".join(sorted(_short(str(o.input_line)) for o in parsed if not _leaves_name(o.key_or_group)))
+    if not name:
+        return "defaults"
+    flat = _UNSAFE.sub("_", name.replace("/", "~"))
+    lossy = flat != name.replace("/", "~") or ("/" in name and "~" in name)
+    if lossy or len(flat.encode()) > MAX_DIRNAME:
+        cut = flat.encode()[: MAX_DIRNAME - 9].decode(errors="ignore")
+        flat = f"{cut}-{_hash(name)}"
+    return flat
 
 
 if not OmegaConf.has_resolver("lth_dirname"):
@@ -118,14 +165,15 @@ def app(cfg: DictConfig) -> None:
         try:
             check_keys(cfg)
             config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-            if config.logger.run_name is None:
-                config.logger.run_name = hc.job.override_dirname or config.name
+            dirname = _run_dir_name(hc.overrides.task)  # the lineage's folder name: its overrides that change results
+            if config.logger.run_name is None:  # the W&B run is named like the lineage's folder
+                config.logger.run_name = config.name if dirname == "defaults" else dirname
             from lth.validate import validate
 
             validate(config)  # before the heavy imports: the values first, then the registries' names
             from lth.runner import run
 
-            label = f"#{hc.job.num} {hc.job.override_dirname}".strip() if multirun else ""
+            label = f"#{hc.job.num} {dirname}" if multirun else ""
             run(config, out_dir, **({"label": label} if label else {}))
         finally:
             _remove_empty(hydra_dir, Path.cwd())  # a refused config (or out_dir elsewhere) leaves no job folder

@@ -22,17 +22,21 @@ from lth.config import canonical_config
 from lth.flat import flatten
 from lth.io import atomic_torch_save, atomic_write_text, read_jsonl, remove_stale_temp_files, write_jsonl
 
-# Config keys that may change between invocations of one lineage without changing its results.
+# Config keys that do not change a lineage's results: a lineage's folder name leaves them out (lth.cli) and they may
+# change between invocations of one lineage (the config guard below), e.g. adding `logger=wandb` to a finished one.
 NON_SEMANTIC_KEYS = (
     "out_dir",
     "name",
-    "ticket.rounds",
+    "trainer.threads",
     "trainer.checkpoint_every",
     "trainer.log_every_n_steps",
     "logger",
     "data.root",
     "data.download",
 )
+# Keys that extend a lineage without changing its earlier rounds: the guard lets them change (more rounds continue the
+# folder given as out_dir), but they stay in the folder name (a sweep over them gets one folder per value).
+EXTENDING_KEYS = ("ticket.rounds",)
 RESULT_FILES = ("rounds.jsonl", "snapshots.pt")
 # where this folder's writers leave temp files if killed (only these: other runs' folders may be nested inside)
 TEMP_FILES = (".*.tmp", "round_*/.*.tmp", "round_*/checkpoints/.*.tmp")  # besides round_XX folders: a folder holding these holds results
@@ -184,12 +188,12 @@ def config_differences(
     a: Mapping[str, Any], b: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
 ) -> list[str]:
     """Dotted keys whose values differ between two configs, ignoring NON_SEMANTIC_KEYS; a key one side lacks (a run
-    written before that option existed) takes its value from `defaults`."""
+    written before that option existed) takes its value from `defaults`; EXTENDING_KEYS are ignored too."""
     fd = flatten(defaults or {})  # enum aliases (an old `scope: global_`) compare as their canonical name
     fa, fb = {**fd, **flatten(canonical_config(a))}, {**fd, **flatten(canonical_config(b))}
 
     def ignored(k: str) -> bool:
-        return any(k == n or k.startswith(n + ".") for n in NON_SEMANTIC_KEYS)
+        return any(k == n or k.startswith(n + ".") for n in (*NON_SEMANTIC_KEYS, *EXTENDING_KEYS))
 
     return sorted(k for k in set(fa) | set(fb) if not ignored(k) and fa.get(k) != fb.get(k))
 

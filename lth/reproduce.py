@@ -63,7 +63,7 @@ def run_jobs(jobs: Sequence[Job], out: str | Path, common: Sequence[str] = (), w
     if unknown:
         raise ValueError(f"jobs wait for folders no job writes: {sorted(unknown)}")
     _check_acyclic(jobs)
-    # trainer.threads=1 always (not only with several workers): it is part of each lineage's guarded config
+    # trainer.threads=1 always (not only with several workers): equal timings whatever --workers says
     args = {j.folder: ([*common, *j.overrides, "trainer.threads=1"], str(out / j.folder)) for j in jobs}
     pending, settled, failed = list(jobs), set(), {}
 
@@ -133,18 +133,37 @@ def write_page(path: str | Path, title: str, body: str) -> Path:
     return path
 
 
+# options that say where and how fast a study runs, not what it computes
+WHERE_OPTIONS = ("out", "page", "figure", "workers", "data_root")
+
+
 def parser(name: str, doc: str, seeds: int = 3) -> argparse.ArgumentParser:
     """The options every reproduction script shares (its own are added by the script)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(seeds)))
-    ap.add_argument("--out", default=f"runs/repro/{name}", help="the study's lineage folders")
-    ap.add_argument("--page", default=f"docs/results/{name}.md", help="results page (text outside its markers kept)")
-    ap.add_argument("--figure", default=None, help="PNG figure (default: next to the page, <name>.png)")
+    ap.add_argument("--out", default=f"runs/repro/{name}",
+                    help="the study's lineage folders (--quick: this folder's name + '-quick')")
+    ap.add_argument("--page", default=None,
+                    help=f"results page, text outside its markers kept (default docs/results/{name}.md at the "
+                         f"default sizes; <out>/{name}.md for --quick or any other option or override changed)")
+    ap.add_argument("--figure", default=None, help="PNG figure (default: next to the page, <page name>.png)")
     ap.add_argument("--workers", type=int, default=2, help="lineages trained at once (one torch thread each)")
     ap.add_argument("--data-root", default="data")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline in seconds, not the claim")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for every lineage (e.g. experiment=lth_lenet_mnist)")
     return ap
+
+
+def resolve_outputs(ap: argparse.ArgumentParser, args: argparse.Namespace, name: str) -> None:
+    """Set `args.out` and `args.page`: a study at its default sizes writes docs/results/<name>.md; any other run
+    (--quick, other seeds, options or overrides) writes <out>/<name>.md unless --page is given, so the committed page
+    and its reading are never overwritten by other numbers; --quick's lineages go to <default out>-quick."""
+    if args.quick and args.out == ap.get_default("out"):
+        args.out = f"{args.out.rstrip('/')}-quick"
+    if args.page is None:
+        changed = [k for k, v in vars(args).items()
+                   if k not in WHERE_OPTIONS and v != ap.get_default(k) and (v or ap.get_default(k))]
+        args.page = str(Path(args.out) / f"{name}.md") if changed else f"docs/results/{name}.md"
 
 
 def figure_path(args: argparse.Namespace) -> Path:
@@ -171,6 +190,7 @@ def study_main(name: str, title: str, doc: str, jobs: Callable[[argparse.Namespa
     if add_args:
         add_args(ap)
     args = ap.parse_args(argv)
+    resolve_outputs(ap, args, name)
     args.experiment = args.experiment or ("smoke" if args.quick else experiment)
     common = [f"experiment={args.experiment}", f"data.root={args.data_root}", *(quick if args.quick else ()),
               *args.overrides]
@@ -187,4 +207,5 @@ def study_main(name: str, title: str, doc: str, jobs: Callable[[argparse.Namespa
         page.resolve().parent) else png.resolve()
     write_page(page, title, f"{describe(args, name, common)}\n\n{body.strip()}\n\n![{title}]({rel.as_posix()})")
     print(body, flush=True)
+    print(f"wrote {page.resolve()}\nwrote {Path(png).resolve()}", flush=True)
     return df

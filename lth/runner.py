@@ -93,6 +93,9 @@ class Lineage:
         self._say(f"run folder {self.folder.path}" + (f" ({done} rounds recorded)" if done else ""))
         try:
             with self.stop.handling(), quiet_third_party():
+                for sink in self.folder.sinks:  # a mirror (W&B) added to a folder with results logs the rounds it lacks
+                    if hasattr(sink, "catch_up"):
+                        sink.catch_up(self.folder.rounds())
                 self.kind.run(self)
         finally:
             self.folder.close()
