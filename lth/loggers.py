@@ -3,9 +3,12 @@ W&B mirror's start-up. The local record is what counts."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
 from argparse import Namespace
+from collections.abc import Iterator
 from typing import Any
 
 from pytorch_lightning.loggers import Logger
@@ -95,3 +98,31 @@ def wandb_sinks(cfg: Any, folder: str | os.PathLike, config: dict[str, Any]) -> 
         warnings.warn(f"W&B could not start ({type(e).__name__}: {e}); continuing with the local record only",
                       RuntimeWarning, stacklevel=3)
         return []
+
+
+# Third-party messages that say nothing about a run (each one printed once per round before)
+QUIET_WARNINGS = (
+    r".*Total length of .* across ranks is zero.*",  # replicated evaluation under DDP
+    r".*sync_dist=True.*",  # evaluation is replicated, not sharded: per-rank values are the values
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's pytree use under a newer torch
+    r".*weights_only=False.*",  # torch.load's FutureWarning (Lightning loads its own checkpoints)
+    r".*does not have many workers.*",  # in-memory tensors need none
+    r".*Previous log files in this directory will be deleted.*",
+)
+QUIET_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")  # tips, summaries
+
+
+@contextlib.contextmanager
+def quiet_third_party() -> Iterator[None]:
+    """During a run: Lightning's info messages (tips, e.g. `litlogger`'s) and the warnings in QUIET_WARNINGS off."""
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", pattern)
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

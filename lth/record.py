@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import os
 import warnings
@@ -409,3 +410,28 @@ def _load_state(path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValueError(f"{path} is damaged: it holds a {type(obj).__name__}, not a state dict")  # noqa: TRY004
     return obj
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a Lightning checkpoint was written at (its tensors are mapped, not read)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def measured(r: int, module: Any, manager: Any, steps: int, seconds: float) -> dict[str, Any]:
+    """The measured fields of round `r`: densities, the last and the early-stop evaluations (lowest validation loss),
+    steps, time and status (a non-finite loss is recorded, logged and warned about)."""
+    last, best = (module.history[-1] if module.history else {}), module.early_stop()
+    values: dict[str, Any] = {
+        "round": r, "density": manager.density(), "layer_density": manager.layer_density(),
+        **{k: last.get(k) for k in ("test_acc", "test_loss", "val_acc", "val_loss")},
+        "early_stop_step": best.get("step"),
+        **{f"early_stop_{k}": best.get(k) for k in ("test_acc", "val_loss", "val_acc")},
+        "train_steps": steps, "wall_seconds": round(seconds, 3), "status": "ok",
+    }
+    if module.nonfinite_step is not None:
+        values.update(status="nonfinite_loss", nonfinite_step=module.nonfinite_step)
+        msg = (f"round {r}: non-finite loss at step {module.nonfinite_step}; the round was stopped there and "
+               "recorded with status 'nonfinite_loss'")
+        logging.getLogger("lth.runner").warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    return values

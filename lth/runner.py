@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import time
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +31,12 @@ from lth.lit import (
     optimizer_factory,
     scheduler_factory,
 )
-from lth.loggers import wandb_sinks
+from lth.loggers import quiet_third_party, wandb_sinks
 from lth.masks import MaskManager
 from lth.plan import Plan, make_plan
-from lth.record import ConsoleSink, RoundRecord, RoundSink, RunFolder
+from lth.record import ConsoleSink, RoundRecord, RoundSink, RunFolder, checkpoint_step, measured
 from lth.reset import RESETS, Budget, ResetInputs
 from lth.seeds import derive_seed
-
-log = logging.getLogger(__name__)
 
 
 class Lineage:
@@ -126,25 +121,13 @@ class Lineage:
 
     def prune(self, r: int, masks: dict[str, Tensor], trained: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The masks of round `r` from round r−1's masks and trained weights (rank 0's on every rank)."""
-        from lth.pruning import neuron_scores, score, select, select_neurons
+        from lth.pruning.step import prune_step
 
         p, plan = self.cfg.pruning, self.plan
         gen = torch.Generator().manual_seed(derive_seed(p.seed if p.seed is not None else self.cfg.seed, "criterion", r))
-        w_final = {n: trained[n] for n in self.manager.names}
-        scope = _value(p.scope)
-        if plan.layout is not None:
-            unit_scores = neuron_scores(p.structured_norm, w_final, masks, generator=gen)
-            new = select_neurons(unit_scores, masks, plan.fraction, scope=scope, overrides=plan.overrides,
-                                 removable=plan.layout.removable, consumers=plan.layout.consumers)
-        else:
-            w_init = {n: v.cpu() for n, v in self.manager.weights("init").items()}
-            scores = score(p.criterion, w_init, w_final, generator=gen, masks=masks)
-            new = select(scores, masks, plan.fraction, scope=scope, overrides=plan.overrides)
-        new = agree(new)
-        emptied = [n for n, m in new.items() if not bool(m.any())]
-        if emptied:
-            warnings.warn(f"round {r}: layers {emptied} keep no weights (layer collapse)", RuntimeWarning, stacklevel=2)
-        return new
+        w_init = {n: v.cpu() for n, v in self.manager.weights("init").items()} if plan.layout is None else {}
+        return agree(prune_step(r, p, plan.fraction, plan.overrides, plan.layout, masks, w_init,
+                                {n: trained[n] for n in self.manager.names}, gen))
 
     def reset(self, r: int, masks: dict[str, Tensor], trained: Mapping[str, Tensor] | None, name: str) -> None:
         """Set masks and weights for round `r` under reset strategy `name` (from round r−1's `trained` state)."""
@@ -170,15 +153,12 @@ class Lineage:
             optimizer = strategy.optimizer(optimizer, tk.finetune_lr)
         module = TicketModule(self.model, optimizer, self.data.num_classes, scheduler_factory(cfg.scheduler))
         ckpt = folder.resume_point(r, self.model.state_dict(), self.manager.names)
-        resume_step = _checkpoint_step(ckpt) if ckpt is not None else None
+        resume_step = checkpoint_step(ckpt) if ckpt is not None else None
         if resume_step is not None:
             self._say(f"round {r}: resuming at step {resume_step} from {ckpt}")
         trainer = self.trainer(r, steps, self._callbacks(r), resume_step=resume_step)
         evals = [self.data.val_dataloader(), self.data.test_dataloader()]
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            warnings.filterwarnings("ignore", ".*Total length of .* across ranks is zero.*")
-            warnings.filterwarnings("ignore", ".*sync_dist=True.*")  # evaluation is replicated, not sharded
+        with quiet_third_party():
             trainer.fit(module, self.data.train_dataloader(), evals, ckpt_path=ckpt)
             if module.nonfinite_step is None and (not module.history or module.history[-1]["step"] != trainer.global_step):
                 # the last step was no evaluation step: evaluate it (in this process: evaluation is not sharded)
@@ -238,25 +218,13 @@ class Lineage:
     def record(self, r: int, module: TicketModule, steps: int, seconds: float,
                fields: Mapping[str, Any] | None = None) -> RoundRecord:
         """Round `r`'s record from the module's evaluations; `fields` (the kind's) set or add fields."""
-        cfg, last, best = self.cfg, (module.history[-1] if module.history else {}), module.early_stop()
-        values: dict[str, Any] = {
-            "round": r, "density": self.manager.density(), "layer_density": self.manager.layer_density(),
-            **{k: last.get(k) for k in ("test_acc", "test_loss", "val_acc", "val_loss")},
-            "early_stop_step": best.get("step"),
-            **{f"early_stop_{k}": best.get(k) for k in ("test_acc", "val_loss", "val_acc")},
-            "train_steps": steps, "wall_seconds": round(seconds, 3), "criterion": cfg.pruning.criterion,
-            "reset": "none", "fraction": self.plan.fraction, "scope": _value(cfg.pruning.scope), "seed": cfg.seed,
-            "status": "ok", "granularity": _value(cfg.pruning.granularity),
-        }
+        cfg = self.cfg
+        values = {**measured(r, module, self.manager, steps, seconds), "criterion": cfg.pruning.criterion,
+                  "reset": "none", "fraction": self.plan.fraction, "scope": _value(cfg.pruning.scope),
+                  "seed": cfg.seed, "granularity": _value(cfg.pruning.granularity)}
         # FLOPs / params per example: dense, non-zero (and the compacted network's under neuron granularity)
         values.update(structured.round_counts(self.model, self.manager.masks, self.data.input_shape,
                                               compacted=self.plan.layout is not None))
-        if module.nonfinite_step is not None:
-            values.update(status="nonfinite_loss", nonfinite_step=module.nonfinite_step)
-            msg = (f"round {r}: non-finite loss at step {module.nonfinite_step}; the round was stopped there and "
-                   "recorded with status 'nonfinite_loss'")
-            log.warning(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
         values.update(fields or {})
         values.update(self.kind.record_fields(self, r))
         return RoundRecord.build(**values)
@@ -264,37 +232,6 @@ class Lineage:
 
 def _value(x: Any) -> Any:
     return getattr(x, "value", x)
-
-
-def _checkpoint_step(path: Path) -> int:
-    """The optimizer step a Lightning checkpoint was written at (its tensors are mapped, not read)."""
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-
-
-# Third-party messages that say nothing about a run (each one printed once per round before)
-QUIET_WARNINGS = (
-    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's pytree use under a newer torch
-    r".*weights_only=False.*",  # torch.load's FutureWarning (Lightning loads its own checkpoints)
-    r".*does not have many workers.*",  # in-memory tensors need none
-    r".*Previous log files in this directory will be deleted.*",
-)
-QUIET_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")  # tips, summaries
-
-
-@contextlib.contextmanager
-def quiet_third_party() -> Iterator[None]:
-    """During a run: Lightning's info messages (tips, e.g. `litlogger`'s) and the warnings in QUIET_WARNINGS off."""
-    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            for pattern in QUIET_WARNINGS:
-                warnings.filterwarnings("ignore", pattern)
-            yield
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def run(cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None, *, datamodule: Any = None,

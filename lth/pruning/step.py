@@ -1,0 +1,34 @@
+"""One pruning step of a lineage: a round's new masks from the last round's masks and weights (criterion or unit
+norm → exact selection), with a warning when a layer keeps nothing (layer collapse)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lth.pruning.criteria import score
+from lth.pruning.select import select
+from lth.pruning.structured import neuron_scores, select_neurons
+
+
+def prune_step(r: int, pruning: Any, fraction: float, overrides: Mapping[str, float], layout: Any,
+               masks: Mapping[str, Tensor], w_init: Mapping[str, Tensor], w_final: Mapping[str, Tensor],
+               generator: torch.Generator) -> dict[str, Tensor]:
+    """Round `r`'s masks under `pruning.*` settings: `fraction` of the remaining weights (units when `layout`, the
+    structured unit layout, is given) removed, `overrides` per layer."""
+    scope = getattr(pruning.scope, "value", pruning.scope)
+    if layout is not None:
+        unit_scores = neuron_scores(pruning.structured_norm, w_final, masks, generator=generator)
+        new = select_neurons(unit_scores, masks, fraction, scope=scope, overrides=overrides,
+                             removable=layout.removable, consumers=layout.consumers)
+    else:
+        scores = score(pruning.criterion, w_init, w_final, generator=generator, masks=masks)
+        new = select(scores, masks, fraction, scope=scope, overrides=overrides)
+    emptied = [n for n, m in new.items() if not bool(m.any())]
+    if emptied:
+        warnings.warn(f"round {r}: layers {emptied} keep no weights (layer collapse)", RuntimeWarning, stacklevel=3)
+    return new
