@@ -36,7 +36,9 @@ TARGETS = {
     "other_bytes_per_param": 0.5,  # peak RSS growth per parameter beyond masks and snapshots ...
     "other_bytes_fixed": 4 * 2**20,  # ... plus this much in all (allocator and page granularity)
 }
-DEFAULT_OUT = Path("docs") / "bench_cpu.json"
+def default_out(device: str) -> Path:
+    """The results file of a device type: docs/bench_<cpu|cuda>.json (one device's figures never replace another's)."""
+    return Path("docs") / f"bench_{torch.device(device).type}.json"
 
 
 # ------------------------------------------------------------------------------------------------- targets and table
@@ -183,6 +185,7 @@ def run(
     warmup: int = 1,
     threads: int | None = None,
     pruning_threads: int | None = None,
+    deterministic: bool = True,
 ) -> dict[str, Any]:
     """Run the chosen sections and return the results (with `targets`)."""
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -212,7 +215,7 @@ def run(
     if quick and "imports" in sections:
         early["imports"] = start_import_probe(threads)
     if "step" in sections:
-        results["step"] = step_suite(QUICK_STEP_CASES if quick else STEP_CASES, dev, repeats, warmup)
+        results["step"] = step_suite(QUICK_STEP_CASES if quick else STEP_CASES, dev, repeats, warmup, deterministic)
     if "pruning" in sections:
         with torch_threads(pruning_threads):
             results["pruning"] = pruning_suite(0.125 if quick else 1.0, dev, repeats, warmup)
@@ -232,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python scripts/bench.py [--quick] [--out FILE] [--device cpu|cuda] ...`: print the table, write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes and step counts (seconds; for tests)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file to write (default {DEFAULT_OUT})")
+    ap.add_argument("--out", type=Path, default=None, help="JSON file to write (default docs/bench_<device>.json)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (synchronised timers)")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")
     ap.add_argument("--skip", default="", help="comma-separated sections to leave out")
@@ -241,14 +244,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (OMP_NUM_THREADS in subprocesses); default 1: step figures are then judged on "
                          "CPU time, which other jobs on the machine barely move")
+    ap.add_argument("--deterministic", choices=("true", "false"), default="true",
+                    help="torch determinism for every step contender alike (default true: lth's trainer default)")
     ap.add_argument("--pruning-threads", type=int, default=None, help="torch threads for pruning (default: --threads)")
     args = ap.parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
     sections = [s for s in args.only.split(",") if s and s not in skip]
     try:
-        results = run(args.quick, args.device, sections, args.repeats, args.warmup, args.threads, args.pruning_threads)
+        results = run(args.quick, args.device, sections, args.repeats, args.warmup, args.threads, args.pruning_threads,
+                      args.deterministic == "true")
     except ValueError as e:
         ap.error(str(e))
+    if args.out is None:
+        args.out = default_out(args.device)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
     print(table(results))

@@ -72,8 +72,9 @@ STEP_CASES: dict[str, StepCase] = {
         "lenet_300_100", "mnist", (1, 28, 28), steps=600, eval_every=100, num_train=12000, num_eval=1000,
         contenders=tuple(CONTENDERS),
     ),
-    "conv4": StepCase("conv4", "cifar10", (3, 32, 32), steps=6, eval_every=3, num_train=600, num_eval=60),
+    "conv4": StepCase("conv4", "cifar10", (3, 32, 32), steps=60, eval_every=10, num_train=600, num_eval=60),
 }
+MIN_TIMED_STEPS = 50  # every full-size case times at least this many steps
 QUICK_STEP_CASES: dict[str, StepCase] = {  # seconds in all: checks the machinery, not the numbers
     "lenet_300_100": replace(STEP_CASES["lenet_300_100"], steps=20, eval_every=10, num_train=600, num_eval=100,
                              contenders=("raw", "lightning", "lth")),
@@ -230,8 +231,8 @@ def raw_loop(
     """A plain PyTorch loop: seeded epoch permutations of in-memory tensors, evaluation every `eval_every` steps."""
     from lth.data.memory import seeded_generator
 
-    x, y = data.train
-    evals = [data.val, data.test]
+    x, y = (t.to(device) for t in data.train)  # on the device once, as lth's data module places it
+    evals = [tuple(t.to(device) for t in split) for split in (data.val, data.test)]
     bs, n = case.batch_size, len(x)
     step, epoch = 0, 0
     model.train()
@@ -241,8 +242,8 @@ def raw_loop(
         for i in range(math.ceil(n / bs)):
             if step == case.warm_steps:
                 clock.start()
-            idx = order[i * bs : (i + 1) * bs]
-            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+            idx = order[i * bs : (i + 1) * bs].to(device, non_blocking=True)
+            xb, yb = x[idx], y[idx]
             loss = F.cross_entropy(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -265,17 +266,26 @@ def _density_masks(manager: Any, density: float, seed: int = 0) -> dict[str, Ten
     return select(scores, ones, 1.0 - density, scope="layerwise")
 
 
-def _time_raw(model: nn.Module, spec: dict, data: Any, case: StepCase, device: torch.device) -> dict[str, float]:
+def set_determinism(deterministic: bool) -> None:
+    """Torch's global determinism settings as Lightning's `Trainer(deterministic=...)` sets them."""
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False
+
+
+def _time_raw(
+    model: nn.Module, spec: dict, data: Any, case: StepCase, device: torch.device, deterministic: bool
+) -> dict[str, float]:
     from lth.lit import optimizer_factory
 
-    torch.use_deterministic_algorithms(False)  # a Trainer with deterministic=True leaves the global flag on
+    set_determinism(deterministic)  # the same flag as the Trainers of the other contenders (each sets it again)
     clock = Clock(device)
     raw_loop(model, optimizer_factory(spec)(model.parameters()), data, case, device, clock)
     return clock.per_step(case.steps - case.warm_steps)
 
 
 def _time_lightning(
-    model: nn.Module, spec: dict, data: Any, case: StepCase, device: torch.device, workdir: Path
+    model: nn.Module, spec: dict, data: Any, case: StepCase, device: torch.device, workdir: Path, deterministic: bool
 ) -> dict[str, float]:
     from lth.data import TensorBatches
     from lth.lit import optimizer_factory
@@ -285,13 +295,14 @@ def _time_lightning(
     trainer = kit.pl.Trainer(
         max_steps=case.steps, max_epochs=-1, val_check_interval=case.eval_every, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        logger=False, deterministic=False, accelerator=_accelerator(device), devices=1,
+        logger=False, deterministic=deterministic, accelerator=_accelerator(device), devices=1,
         callbacks=[kit.StepClock(clock, case.warm_steps)],
         default_root_dir=str(workdir),
     )
-    train = TensorBatches(*data.train, case.batch_size, shuffle=True, seed=data.seed)
-    evals = [TensorBatches(*data.val, case.eval_batch_size, shuffle=False),
-             TensorBatches(*data.test, case.eval_batch_size, shuffle=False)]
+    # the data placed as lth's data module places it (on the device when it fits)
+    train = TensorBatches(*data.train, case.batch_size, shuffle=True, seed=data.seed, device=device)
+    evals = [TensorBatches(*data.val, case.eval_batch_size, shuffle=False, device=device),
+             TensorBatches(*data.test, case.eval_batch_size, shuffle=False, device=device)]
     trainer.fit(kit.BareModule(model, optimizer_factory(spec)), train, evals)
     return clock.per_step(case.steps - case.warm_steps)
 
@@ -309,8 +320,13 @@ def lineage_datamodule(case: StepCase, cfg: Any) -> Any:
                              seed=cfg.seed, val_size=d.val_size, num_train=d.num_train)
 
 
-def step_contenders(case: StepCase, device: torch.device, workdir: Path) -> dict[str, Timed]:
-    """Timed callables of one case, one per contender; each returns its steady-state seconds per step."""
+def step_contenders(case: StepCase, device: torch.device, workdir: Path, deterministic: bool = True
+                    ) -> dict[str, Timed]:
+    """Timed callables of one case, one per contender; each returns its steady-state seconds per step.
+
+    Every contender runs with the same `deterministic` flag (lth's default, `trainer.deterministic=true`); a contender's
+    own override (`lth[deterministic=false]`) is the one exception, there to show what the flag costs.
+    """
     from lth.models import build_model, reinitialize
     from lth.runner import Lineage
 
@@ -334,11 +350,14 @@ def step_contenders(case: StepCase, device: torch.device, workdir: Path) -> dict
                 continue
             spec["fused"] = False  # the preset's fused kernel does not run on this device: all use the unfused one
         if c.kind == "raw":
-            fns[name] = functools.partial(_time_raw, fresh_model(), spec, data, case, device)
+            fns[name] = functools.partial(_time_raw, fresh_model(), spec, data, case, device, deterministic)
         elif c.kind == "lightning":
-            fns[name] = functools.partial(_time_lightning, fresh_model(), spec, data, case, device, workdir / name)
+            fns[name] = functools.partial(_time_lightning, fresh_model(), spec, data, case, device, workdir / name,
+                                          deterministic)
         else:
-            cfg = lineage_config(case, device, c.overrides, spec)
+            overrides = {"trainer": {"deterministic": deterministic}}
+            overrides = {g: {**overrides.get(g, {}), **f} for g, f in {**overrides, **c.overrides}.items()}
+            cfg = lineage_config(case, device, overrides, spec)
             clock = Clock(device)
             lineage = Lineage(cfg, workdir / name, sinks=[], datamodule=lineage_datamodule(case, cfg),
                               callbacks=[kit.StepClock(clock, case.warm_steps)])
@@ -348,17 +367,18 @@ def step_contenders(case: StepCase, device: torch.device, workdir: Path) -> dict
     return fns
 
 
-def step_suite(cases: Mapping[str, StepCase], device: torch.device, repeats: int, warmup: int) -> dict[str, Any]:
+def step_suite(cases: Mapping[str, StepCase], device: torch.device, repeats: int, warmup: int,
+               deterministic: bool = True) -> dict[str, Any]:
     """Per case: ms per step (steady state, evaluations included) and seconds per round, with ratios to baselines."""
     out: dict[str, Any] = {}
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    before = torch.are_deterministic_algorithms_enabled()
     for key, case in cases.items():
         with tempfile.TemporaryDirectory(prefix="lth-bench-") as tmp, quiet():
             try:
-                fns = step_contenders(case, device, Path(tmp))
+                fns = step_contenders(case, device, Path(tmp), deterministic)
                 times = time_interleaved(fns, repeats, warmup, device)
             finally:
-                torch.use_deterministic_algorithms(deterministic)
+                torch.use_deterministic_algorithms(before)
         base = {n: CONTENDERS[n].baseline for n in times}
         # One thread on a CPU: this process's CPU time, which other jobs on the machine inflate far less than wall
         # time (the two agree on an idle machine). Otherwise (threads spin, devices run asynchronously): wall time.
@@ -369,6 +389,7 @@ def step_suite(cases: Mapping[str, StepCase], device: torch.device, repeats: int
             "density": DENSITY,
             "optimizer": optimizer_spec(),
             "timed_steps": case.steps - case.warm_steps,
+            "deterministic": deterministic,
             "baseline": base,
             "ms_per_step": {n: 1e3 * median(t["step"]) for n, t in times.items()},
             "cpu_ms_per_step": {n: 1e3 * median(t["step_cpu"]) for n, t in times.items()},

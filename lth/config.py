@@ -57,6 +57,7 @@ class DataConfig:
     val_size: int | None = None  # None: the dataset's default
     num_train: int | None = None
     download: bool = False
+    on_device: Any = "auto"  # true | false | auto: keep the data on the accelerator (auto: when it fits)
     args: dict[str, Any] = field(default_factory=dict)
 
     def options(self, seed: int) -> dict[str, Any]:
@@ -66,6 +67,8 @@ class DataConfig:
         kwargs.update({k: v for k, v in (("val_size", self.val_size), ("num_train", self.num_train)) if v is not None})
         if self.download:
             kwargs["download"] = True
+        if self.on_device != "auto":
+            kwargs["on_device"] = self.on_device
         return {**kwargs, **self.args}
 
 

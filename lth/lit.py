@@ -79,6 +79,31 @@ class TicketModule(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    def _place_batches(self, loaders: Any) -> None:
+        """Make in-memory loaders (`to_device`, e.g. `TensorBatches`) yield batches on this module's device."""
+        if self.device.type == "cpu":
+            return
+        stack = [loaders]
+        while stack:
+            item = stack.pop()
+            if hasattr(item, "to_device"):
+                item.to_device(self.device)
+            elif isinstance(item, (list, tuple)):
+                stack.extend(item)
+            elif isinstance(item, dict):
+                stack.extend(item.values())
+            elif hasattr(item, "iterables"):  # Lightning's CombinedLoader
+                stack.append(item.iterables)
+
+    def on_train_start(self) -> None:
+        self._place_batches(self.trainer.train_dataloader)
+
+    def on_validation_start(self) -> None:
+        self._place_batches(self.trainer.val_dataloaders)
+
+    def on_test_start(self) -> None:
+        self._place_batches(self.trainer.test_dataloaders)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         logits = self.model(x)

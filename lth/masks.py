@@ -82,6 +82,7 @@ class MaskManager:
         self.masks: Masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in zip(self.names, self.params)}
         self._factors: tuple[list[Tensor], list[Tensor]] = ([], [])  # (masks, their multiplication factors)
         self._snapshots: dict[str, dict[str, Tensor]] = {}
+        self._init_values: tuple[dict[str, Tensor] | None, torch.device | None, list[Tensor]] = (None, None, [])
         self.snapshot("init")
 
     # ----- masks
@@ -119,9 +120,17 @@ class MaskManager:
         if self.mask0 == "zero":
             torch._foreach_mul_([p.data for p in self.params], self._mask_factors())
             return
-        init = self._snapshots["init"]
-        for n, p, m in zip(self.names, self.params, self._mask_list()):
-            p.data.copy_(torch.where(m, p.data, init[n].to(p.device)))
+        for p, m, v in zip(self.params, self._mask_list(), self._init_list()):
+            p.data.copy_(torch.where(m, p.data, v))
+
+    def _init_list(self) -> list[Tensor]:
+        """θ0 of the prunables on their device, in prunable order; copied once per snapshot and device, then cached."""
+        init, device = self._snapshots["init"], self.params[0].device
+        cached, cached_device, values = self._init_values
+        if cached is not init or cached_device != device:
+            values = [init[n].to(p.device) for n, p in zip(self.names, self.params)]
+            self._init_values = (init, device, values)
+        return values
 
     @torch.no_grad()
     def mask_grads(self) -> None:

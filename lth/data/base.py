@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -11,14 +12,19 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from lth.data.memory import SPLIT_STREAM, BatchTransform, TensorBatches, seeded_generator
+from lth.data.memory import SPLIT_STREAM, BatchTransform, TensorBatches, check_on_device, place, seeded_generator
 from lth.registry import Registry
 
 DATASETS: Registry[Callable[..., TensorDataModule]] = Registry("dataset")
 
 
-def build_datamodule(name: str, **kwargs: Any) -> TensorDataModule:
-    """Build the registered dataset `name` with `kwargs`, rejecting unknown names and arguments."""
+def build_datamodule(name: str, on_device: bool | str = "auto", **kwargs: Any) -> TensorDataModule:
+    """Build the registered dataset `name` with `kwargs`, rejecting unknown names and arguments.
+
+    `on_device` (true, false, auto; every dataset has it) says where the data lives when training on an accelerator:
+    moved there once, or kept on the host (see `lth.data.memory.place`).
+    """
+    on_device = check_on_device(on_device)
     DATASETS.check(name)
     builder = DATASETS[name]
     params = inspect.signature(builder).parameters
@@ -28,7 +34,9 @@ def build_datamodule(name: str, **kwargs: Any) -> TensorDataModule:
             raise ValueError(
                 f"unknown argument(s) {', '.join(unknown)} for dataset '{name}'; valid: {', '.join(params)}"
             )
-    return builder(**kwargs)
+    module = builder(**kwargs)
+    module.on_device = on_device
+    return module
 
 
 def _positive_int(name: str, value: object, allow_zero: bool = False) -> None:
@@ -54,6 +62,9 @@ class TensorDataModule(pl.LightningDataModule):
     in that seeded order and cut to `num_train` if given, is the training split. Data loads on `setup()` or on first
     access, so the module also works without a Trainer. Every `train_dataloader()` call returns a fresh loader whose
     epoch 0 starts over, so each `Trainer.fit` (e.g. each round) sees the same data order for the same seed.
+
+    On an accelerator the loaders yield device batches (`TensorBatches.to_device`); each split is placed once per
+    device (`on_device`: moved there, or kept on the host pinned) and the copy is shared by all later loaders.
     """
 
     name: str = ""
@@ -87,6 +98,8 @@ class TensorDataModule(pl.LightningDataModule):
         self._data: dict[str, tuple[Tensor, Tensor]] | None = None
         self._train_loader: TensorBatches | None = None
         self._pending_train_state: dict[str, Any] | None = None
+        self.on_device: bool | str = "auto"
+        self._placed: dict[str, tuple[torch.device, tuple[Tensor, Tensor]]] = {}  # split → (device, its tensors)
         self.mean: Tensor | None = None
         self.std: Tensor | None = None
 
@@ -123,6 +136,21 @@ class TensorDataModule(pl.LightningDataModule):
                 )
         self._data = {split: (x.sub_(self.mean).div_(self.std), y.long()) for split, (x, y) in splits.items()}
 
+    def placed(self, split: str, device: torch.device) -> tuple[Tensor, Tensor]:
+        """`split`'s `(x, y)` placed for batches on `device` (see `lth.data.memory.place`), once per device."""
+        x, y = self._split(split)
+        if device.type == "cpu":
+            return x, y
+        cached = self._placed.get(split)
+        if cached is None or cached[0] != device:
+            cached = (device, place((x, y), device, self.on_device))  # type: ignore[arg-type]
+            self._placed[split] = cached
+        return cached[1]
+
+    def _loader(self, split: str, batch_size: int, **kwargs: Any) -> TensorBatches:
+        return TensorBatches(*self._split(split), batch_size, on_device=self.on_device,
+                             placer=functools.partial(self.placed, split), **kwargs)
+
     def _split(self, split: str) -> tuple[Tensor, Tensor]:
         self.setup()
         assert self._data is not None
@@ -150,10 +178,8 @@ class TensorDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> TensorBatches:
         """Shuffled, seeded, resumable training batches (continuing a checkpoint's position if one was loaded)."""
-        x, y = self.train
-        loader = TensorBatches(
-            x, y, self.batch_size, shuffle=True, seed=self.seed, transform=self.train_transform(), shard=True
-        )
+        loader = self._loader("train", self.batch_size, shuffle=True, seed=self.seed, transform=self.train_transform(),
+                              shard=True)
         if self._pending_train_state is not None:
             loader.load_state_dict(self._pending_train_state)
             self._pending_train_state = None
@@ -179,8 +205,8 @@ class TensorDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> TensorBatches:
         """Validation batches in fixed order."""
-        return TensorBatches(*self.val, self.eval_batch_size, shuffle=False)
+        return self._loader("val", self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> TensorBatches:
         """Test batches in fixed order."""
-        return TensorBatches(*self.test, self.eval_batch_size, shuffle=False)
+        return self._loader("test", self.eval_batch_size, shuffle=False)

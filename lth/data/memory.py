@@ -10,7 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
+# `transform(xb, generator)`; one marked `shardable = True` also takes `offset=` and `total=`: `xb` is then rows
+# [offset, offset + len(xb)) of a batch of `total` and must equal that part of the whole batch's transform
+BatchTransform = Callable[..., Tensor]
+ON_DEVICE = ("auto", True, False)
+DEVICE_SHARE = 0.5  # `on_device="auto"` moves a dataset when it takes at most this share of the device's free memory
 
 PERMUTATION_STREAM = 0
 TRANSFORM_STREAM = 1
@@ -22,6 +26,48 @@ def seeded_generator(*keys: int) -> torch.Generator:
     """A CPU generator whose seed is a pure function of the non-negative integers `keys`."""
     words = np.random.SeedSequence([*(int(k) for k in keys), _SENTINEL]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed((int(words[0]) << 31) ^ int(words[1]))
+
+
+def check_on_device(value: object) -> bool | str:
+    """`True`, `False` or `"auto"` (also accepted as the strings "true"/"false", any case)."""
+    if isinstance(value, str) and value.lower() in ("true", "false", "auto"):
+        value = {"true": True, "false": False, "auto": "auto"}[value.lower()]
+    if not any(value is c or value == c and type(value) is type(c) for c in ON_DEVICE):
+        raise ValueError(f"on_device must be true, false or auto, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    """Whether `nbytes` take at most DEVICE_SHARE of `device`'s free memory (devices without a query: yes)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return nbytes <= DEVICE_SHARE * free
+    return True
+
+
+def place(tensors: tuple[Tensor, ...], device: torch.device | str, on_device: bool | str = "auto") -> tuple[Tensor, ...]:
+    """`tensors` where batches for `device` are best gathered: on `device` itself (`on_device` true, or "auto" and
+    they fit), else on the host — page-locked when CUDA is available, so batches copy to the device asynchronously."""
+    device = torch.device(device)
+    if all(t.device == device for t in tensors):
+        return tensors
+    on_device = check_on_device(on_device)
+    if on_device is True or (on_device == "auto" and fits_on_device(sum(t.nbytes for t in tensors), device)):
+        return tuple(t.to(device) for t in tensors)
+    host = tuple(t.cpu() for t in tensors)
+    if torch.cuda.is_available():
+        host = tuple(t if t.is_pinned() else t.pin_memory() for t in host)
+    return host
+
+
+def gather(t: Tensor, idx: Tensor, device: torch.device) -> Tensor:
+    """`t[idx]` on `device`: indexed where `t` lives, through a page-locked buffer when `t` is pinned on the host."""
+    if t.device == device:
+        return t[idx.to(device)]
+    if t.is_pinned():
+        out = torch.empty((len(idx), *t.shape[1:]), dtype=t.dtype, pin_memory=True)
+        return torch.index_select(t, 0, idx, out=out).to(device, non_blocking=True)
+    return t[idx].to(device, non_blocking=True)  # from pageable memory: staged at once, no device sync
 
 
 class TensorBatches:
@@ -46,9 +92,16 @@ class TensorBatches:
     parts of the same epoch permutation, the same number of batches, and, as DDP averages equal-sized slices, the
     gradient of the whole batch: training follows the single-process run. A batch whose size is not a multiple of W
     (an epoch's short last batch) is first padded with the epoch's first items. The transform runs on the whole batch
-    before slicing, so augmentation is as in one process. The rank comes from `replica` if set, else from the
-    initialised torch.distributed process group (none: rank 0 of 1). Positions count global batches, so a checkpoint
-    resumes under any number of ranks.
+    before slicing, so augmentation is as in one process; a `shardable` transform (e.g. `random_crop_flip`) draws
+    the whole batch's random numbers but transforms only the rank's slice, with the same result. The rank comes from
+    `replica` if set, else from the initialised torch.distributed process group (none: rank 0 of 1). Positions count
+    global batches, so a checkpoint resumes under any number of ranks.
+
+    Device (`device`, or `to_device()` later, e.g. by `lth.lit.TicketModule` when a Trainer starts): batches are
+    yielded on that device, indexed and transformed there. The tensors themselves are moved there once (`on_device`
+    true, or "auto" and they fit; see `place`) or stay on the host, page-locked under CUDA; `placer(device)`, if
+    given, supplies the placed `(x, y)` instead (a data module sharing one copy between its loaders). Permutations
+    and random numbers are always drawn on the CPU, so the batches are the same on every device.
     """
 
     def __init__(
@@ -61,6 +114,9 @@ class TensorBatches:
         drop_last: bool = False,
         transform: BatchTransform | None = None,
         shard: bool = False,
+        device: torch.device | str | None = None,
+        on_device: bool | str = "auto",
+        placer: Callable[[torch.device], tuple[Tensor, Tensor]] | None = None,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
@@ -75,12 +131,29 @@ class TensorBatches:
         self.drop_last = drop_last
         self.transform = transform
         self.shard = shard
+        self.on_device = check_on_device(on_device)
+        self.placer = placer
+        self.device: torch.device | None = None  # None: where `x` lives
         self.replica: tuple[int, int] | None = None  # (rank, world size); None: from torch.distributed
         self._epoch = 0  # epoch in progress (or last finished)
         self._consumed = 0  # batches of `_epoch` handed out
         self._started = False  # whether any epoch has begun
         self._resume = False  # next iter() continues `_epoch` at `_consumed` (set by load_state_dict)
         self._iterations = 0  # iterators started so far: only the newest one updates the state
+        if device is not None:
+            self.to_device(device)
+
+    def to_device(self, device: torch.device | str) -> TensorBatches:
+        """Yield batches on `device` from now on (moving or pinning the tensors once, see the class doc)."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if self.placer is not None:
+            self.x, self.y = self.placer(device)
+        else:
+            self.x, self.y = place((self.x, self.y), device, self.on_device)
+        self.device = device
+        return self
 
     @property
     def num_samples(self) -> int:
@@ -133,20 +206,34 @@ class TensorBatches:
         self._iterations += 1
         token = self._iterations
         rank, world = self.ranks()
+        x, y = self.x, self.y
+        device = x.device if self.device is None else self.device
         order = self.order(epoch) if self.shuffle or world > 1 else None
+        if order is not None and x.device.type != "cpu":
+            order = order.to(x.device)  # one copy per epoch; batches are sliced from it on the device
+        shardable = self.transform is None or getattr(self.transform, "shardable", False)
         bs = self.batch_size
         for i in range(start, len(self)):
+            total = part = 0
             if order is None:  # contiguous views, no copy
-                xb, yb = self.x[i * bs : (i + 1) * bs], self.y[i * bs : (i + 1) * bs]
+                xb, yb = x[i * bs : (i + 1) * bs], y[i * bs : (i + 1) * bs]
+                if x.device != device:
+                    xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             else:
                 idx = order[i * bs : (i + 1) * bs]
                 if world > 1 and len(idx) % world:
                     idx = torch.cat([idx, order[: world - len(idx) % world]])
-                xb, yb = self.x[idx], self.y[idx]
+                total, part = len(idx), len(idx) // world
+                if world > 1 and shardable:  # gather (and transform) only this rank's slice
+                    idx = idx[rank * part : (rank + 1) * part]
+                xb, yb = gather(x, idx, device), gather(y, idx, device)
             if self.transform is not None:
-                xb = self.transform(xb, seeded_generator(self.seed, TRANSFORM_STREAM, epoch, i))
-            if world > 1:
-                part = len(xb) // world
+                generator = seeded_generator(self.seed, TRANSFORM_STREAM, epoch, i)
+                if world > 1 and shardable:
+                    xb = self.transform(xb, generator, offset=rank * part, total=total)
+                else:
+                    xb = self.transform(xb, generator)
+            if world > 1 and not shardable:
                 xb, yb = xb[rank * part : (rank + 1) * part], yb[rank * part : (rank + 1) * part]
             if token == self._iterations:
                 self._consumed = i + 1

@@ -37,22 +37,38 @@ def read_idx(path: Path) -> np.ndarray:
     return array.reshape(shape)
 
 
-def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
-    """Per-sample random crop of the zero-padded batch `(N, C, H, W)` and horizontal flip with p=0.5, vectorised."""
+def random_crop_flip(
+    x: Tensor, generator: torch.Generator, padding: int = 4, *, offset: int = 0, total: int | None = None
+) -> Tensor:
+    """Per-sample random crop of the zero-padded batch `(N, C, H, W)` and horizontal flip with p=0.5, vectorised.
+
+    The random numbers are drawn on the CPU from `generator` for a batch of `total` samples (default N), of which `x`
+    is rows [offset, offset + N): a slice transforms exactly as it would within the whole batch. The crop runs on
+    `x`'s device.
+    """
     n, c, h, w = x.shape
+    total = n if total is None else total
+    if not 0 <= offset <= total - n:
+        raise ValueError(f"rows [{offset}, {offset + n}) are not within a batch of {total}")
+    dy = torch.randint(0, 2 * padding + 1, (total, 1), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (total, 1), generator=generator)
+    flip = torch.rand(total, 1, generator=generator) < 0.5
+    drawn = torch.cat([dy, dx, flip.long()], 1)[offset : offset + n]
+    drawn = drawn.to(x.device, non_blocking=True)  # one small copy; no-op on the CPU
+    dy, dx, flip = drawn[:, :1], drawn[:, 1:2], drawn[:, 2:].bool()
     padded = F.pad(x, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator)
-    flip = torch.rand(n, 1, generator=generator) < 0.5
-    rows = dy + torch.arange(h)
-    cols = dx + torch.arange(w)
+    rows = dy + torch.arange(h, device=x.device)
+    cols = dx + torch.arange(w, device=x.device)
     cols = torch.where(flip, cols.flip(1), cols)  # reading columns right to left = flipping the crop
     return padded[
-        torch.arange(n)[:, None, None, None],
-        torch.arange(c)[None, :, None, None],
+        torch.arange(n, device=x.device)[:, None, None, None],
+        torch.arange(c, device=x.device)[None, :, None, None],
         rows[:, None, :, None],
         cols[:, None, None, :],
     ]
+
+
+random_crop_flip.shardable = True  # type: ignore[attr-defined]
 
 
 def download_with_torchvision(class_name: str, root: str, folder: Path, files: list[str]) -> None:

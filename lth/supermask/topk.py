@@ -2,7 +2,9 @@
 
 Counting rule: the number kept is `lth.pruning.removal_count(fraction, n)` (round half to even, exact in decimal), so
 k = 0.5 of 5 weights keeps 2 and of 7 keeps 4. Tie rule: among equal scores the weight with the lower flat index is
-dropped first; the selection is `lth.pruning.select.remove_lowest`, the one `lth.pruning.select` uses.
+dropped first — the selection of `lth.pruning.select.remove_lowest`, the one `lth.pruning.select` uses. `top_mask`
+computes it with tensor ops only (no `.item()`, `nonzero` or data-dependent shapes), so an edge-popup forward never
+waits for the device.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import torch
 from torch import Tensor
 
 from lth.pruning import SCOPES, removal_count
-from lth.pruning.select import remove_lowest
 
 
 @functools.lru_cache(maxsize=4096)
@@ -31,8 +32,19 @@ def top_mask(scores: Tensor, kept: int) -> Tensor:
     n = scores.numel()
     if not 0 <= kept <= n:
         raise ValueError(f"cannot keep {kept} of {n} weights")
-    # keeping the `kept` highest (ties: higher index kept) is removing the n − kept lowest (ties: lower index first)
-    return remove_lowest([scores.reshape(-1)], n - kept)[0].reshape(scores.shape)
+    if kept == n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if kept == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    flat = scores.reshape(-1)
+    # the (n − kept)-th smallest score t: every score above it stays, and of the scores equal to it the last
+    # `kept − #above` in flat order come back (lower index dropped first) — counted on the device, never on the host
+    t = torch.kthvalue(flat, n - kept).values
+    above = flat > t
+    ties = flat == t
+    back = kept - above.sum()
+    keep = above | (ties & (ties.cumsum(0) > ties.sum() - back))
+    return keep.reshape(scores.shape)
 
 
 @torch.no_grad()

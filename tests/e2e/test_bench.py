@@ -147,3 +147,19 @@ def test_step_overhead_guard():
     assert r["judged_clock"] == "cpu"
     assert r["judged_ratio"]["lth"] <= 2.0, r["judged_ratio"]
     assert r["judged_ratio"]["lth"] / r["judged_ratio"]["lightning"] <= 1.6, r["judged_ratio"]
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_every_step_contender_runs_under_the_same_determinism_flag(tmp_path, deterministic):
+    case = step.QUICK_STEP_CASES["lenet_300_100"]
+    fns = step.step_contenders(case, torch.device("cpu"), tmp_path, deterministic)
+    assert fns["raw"].args[-1] is deterministic and fns["lightning"].args[-1] is deterministic
+    assert fns["lth"].args[0].cfg.trainer.deterministic is deterministic
+
+
+def test_full_cases_time_enough_steps_and_each_device_has_its_own_file():
+    for name, case in step.STEP_CASES.items():
+        assert case.steps - case.warm_steps >= step.MIN_TIMED_STEPS, name
+    assert harness.default_out("cuda").name == "bench_cuda.json"
+    assert harness.default_out("cuda:1").name == "bench_cuda.json"
+    assert harness.default_out("cpu").name == "bench_cpu.json"

@@ -1,0 +1,67 @@
+"""`mask0=freeze_init` keeps θ0 on the prunables' device: copied once, not once per step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lth.masks import MaskManager
+
+
+def _manager() -> MaskManager:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    manager = MaskManager(model, mask0="freeze_init")
+    manager.set_masks({n: torch.rand(p.shape) < 0.5 for n, p in zip(manager.names, manager.params)})
+    return manager
+
+
+def _count_to(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls = [0]
+    original = torch.Tensor.to
+
+    def counting(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        calls[0] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting)
+    return calls
+
+
+def test_freeze_init_apply_copies_theta0_once_and_keeps_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    manager = _manager()
+    init = manager.weights("init")
+    with torch.no_grad():
+        for p in manager.params:
+            p.add_(1.0)
+    manager.apply()  # fills the cache
+    calls = _count_to(monkeypatch)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in manager.params:
+                p.add_(1.0)
+        manager.apply()
+    assert calls[0] == 0  # no per-step copy of θ0
+    for n, p in zip(manager.names, manager.params):
+        m = manager.masks[n]
+        assert torch.equal(p.detach()[~m], init[n][~m])  # pruned weights are exactly θ0
+        assert not torch.equal(p.detach()[m], init[n][m])
+
+
+def test_the_cache_follows_a_new_snapshot_and_a_model_move() -> None:
+    manager = _manager()
+    manager.apply()
+    first = manager._init_list()
+    assert all(a is b for a, b in zip(first, manager._init_list()))
+    with torch.no_grad():
+        for p in manager.params:
+            p.mul_(3.0)
+    manager.snapshot("init")  # a new θ0 (e.g. restored from a checkpoint) replaces the cached one
+    manager.apply()
+    for n, p in zip(manager.names, manager.params):
+        assert torch.equal(p.detach(), manager.weights("init")[n])
+    # the prunables move to another device (emulated with "meta": CPU parameters cannot change device in place)
+    manager.params = [nn.Parameter(p.detach().to("meta")) for p in manager.params]
+    manager.apply()
+    assert {v.device.type for v in manager._init_list()} == {"meta"}
