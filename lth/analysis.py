@@ -40,6 +40,19 @@ def lineage_folders(path: str | os.PathLike) -> list[Path]:
     return sorted(p.parent for p in root.rglob("rounds.jsonl"))
 
 
+def results_folder(default: str = "runs/lth_mnist1d", env: str = "LTH_RESULTS") -> Path:
+    """The results folder a notebook reads: `$LTH_RESULTS` (else `default`), a relative path taken from the folder the
+    command was typed in (the shell's `$PWD`; Jupyter runs kernels in the notebook's folder), else from here."""
+    path = Path(os.path.expanduser(os.environ.get(env) or default))
+    if path.is_absolute():
+        return path
+    bases = [Path(os.environ["PWD"])] if os.path.isdir(os.environ.get("PWD", "")) else []
+    for base in [*bases, Path.cwd()]:
+        if (base / path).exists():
+            return (base / path).resolve()
+    raise FileNotFoundError(f"no results at {path} (looked in {', '.join(str(b) for b in [*bases, Path.cwd()])})")
+
+
 def records(folder: str | os.PathLike) -> list[dict[str, Any]]:
     """The finished rounds of one lineage folder as flat rows, `layer_density` spread into `layer_density.<name>`."""
     from lth.record import RunFolder
@@ -167,12 +180,68 @@ def _key(key: Any) -> Any:
     return None if key is None or (isinstance(key, float) and math.isnan(key)) else key
 
 
+def short_names(columns: Sequence[str]) -> dict[str, str]:
+    """Each column's shortest dotted tail that no other column shares (`cfg.ticket.reset` → `reset`)."""
+    parts = {c: c.removeprefix("cfg.").split(".") for c in columns}
+    out = {}
+    for c, p in parts.items():
+        for n in range(1, len(p) + 1):
+            tail = p[-n:]
+            if n == len(p) or not any(q[-n:] == tail for d, q in parts.items() if d != c):
+                out[c] = ".".join(tail)
+                break
+    return out
+
+
+def _missing(value: Any) -> bool:
+    """None or NaN: a key a lineage's config does not set."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _label(key: Any, by: Sequence[str]) -> str:
-    """A config column shows as name=value, a label column (a study's) by its value alone."""
+    """A config column shows as short-name=value (missing values left out), a label column (a study's) by its value."""
     values = key if isinstance(key, tuple) else (key,)
     if len(by) == 1 and not by[0].startswith("cfg."):
-        return str(values[0])
-    return ", ".join(f"{c.split('.')[-1]}={v}" for c, v in zip(by, values)) or "all"
+        return "–" if _missing(values[0]) else str(values[0])
+    names = short_names(by)
+    return ", ".join(f"{names[c]}={_value(v)}" for c, v in zip(by, values) if not _missing(v)) or "defaults"
+
+
+def _value(v: Any) -> Any:
+    """A whole float as an int (a column with missing values holds 2 as 2.0)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def legend_below(ax: Any, fontsize: float = 8) -> Any:
+    """The axes' legend under the axes and their x label, in columns (it never covers or squeezes the plot)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    below = ax.xaxis.get_tightbbox(renderer) or ax.get_window_extent(renderer)
+    top = ax.transAxes.inverted().transform((0, below.y0))[1]
+    ncol = max(1, min(len(labels), 3 if max(map(len, labels)) <= 28 else 2 if max(map(len, labels)) <= 45 else 1))
+    return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, top - 0.02), ncol=ncol,
+                     fontsize=fontsize, frameon=False)
+
+
+def percent_log_axis(axis: Any, values: Iterable[float], max_ticks: int = 8) -> None:
+    """A log axis of fractions ticked at the given values (thinned to about `max_ticks`) and labelled in percent."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    vals = sorted({round(float(v), 9) for v in values if v is not None and math.isfinite(float(v)) and v > 0},
+                  reverse=True)
+    if not vals:
+        return
+    gap = math.log10(vals[0] / vals[-1]) / max_ticks
+    kept: list[float] = []
+    for v in vals:
+        if not kept or math.log10(kept[-1] / v) >= gap - 1e-12:
+            kept.append(v)
+    axis.set_major_locator(FixedLocator(kept))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def plot_vs(ax: Any, df: Any, x: str, metric: str, by: str | Sequence[str] | None = None,
@@ -189,49 +258,80 @@ def plot_vs(ax: Any, df: Any, x: str, metric: str, by: str | Sequence[str] | Non
     s = summarize(df, metric, by, at or x, scale)
     parts = {_key(k): p for k, p in s.groupby(by if len(by) > 1 else by[0], dropna=False)} if by else {(): s}
     if order is None:
-        order = list(dict.fromkeys(zip(*(df[c] for c in by)) if len(by) > 1 else df[by[0]])) if by else [()]
+        order = list(dict.fromkeys(_key(k) for k in (zip(*(df[c] for c in by)) if len(by) > 1 else df[by[0]]))) \
+            if by else [()]
     for key in order:
         part = parts.get(_key(key))
         if part is None or part.empty:
             continue
         part = part.sort_values(x)
-        (line,) = ax.plot(part[x], part["mean"], marker="o", ms=3, label=_label(key, by), **style)
+        xs, mean = part[x].astype(float), part["mean"].astype(float)
+        (line,) = ax.plot(xs, mean, marker="o", ms=3, label=_label(key, by), **style)
         if band == "std":
-            std = part["std"].fillna(0)
-            ax.fill_between(part[x], part["mean"] - std, part["mean"] + std, alpha=0.15, color=line.get_color())
+            std = part["std"].astype(float).fillna(0)
+            ax.fill_between(xs, mean - std, mean + std, alpha=0.15, color=line.get_color())
     ax.set_xlabel(x)
     ax.set_ylabel(metric)
     ax.grid(True, which="both", alpha=0.3)
     if legend:
-        ax.legend(fontsize=7)
+        legend_below(ax)
     return ax
 
 
 def plot_vs_density(ax: Any, df: Any, metric: str, by: str | Sequence[str] | None = None,
                     order: Sequence[Any] | None = None, band: str | None = "std", at: str = "round",
                     scale: float = 1.0, legend: bool = False, **style: Any) -> Any:
-    """`plot_vs` against density on a reversed log axis (densest on the left); a point per round at its mean density
-    (`at="density"`: per density, for rows of different rounds at one density: branches, one-shot pruning)."""
-    ax = plot_vs(ax, df, "density", metric, by, order, band, at, scale, legend, **style)
+    """`plot_vs` against density on a reversed log axis (densest on the left, ticked in % of weights remaining, as
+    Frankle & Carbin plot it); a point per round at its mean density (`at="density"`: per density, for rows of
+    different rounds at one density: branches, one-shot pruning); the y label in words for the known metrics."""
+    ax = plot_vs(ax, df, "density", metric, by, order, band, at, scale, False, **style)
     ax.set_xscale("log")
     if not ax.xaxis_inverted():
         ax.invert_xaxis()
-    ax.set_xlabel("density (fraction of prunable weights kept)")
+    percent_log_axis(ax.xaxis, [x for line in ax.get_lines() for x in line.get_xdata()])
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel(metric_label(metric, scale))
+    if legend:
+        legend_below(ax)
     return ax
 
 
+METRIC_LABELS = {"test_acc": "test accuracy", "val_acc": "validation accuracy",
+                 "early_stop_test_acc": "test accuracy at early stop", "early_stop_val_acc":
+                 "validation accuracy at early stop", "test_loss": "test loss", "val_loss": "validation loss",
+                 "early_stop_step": "early-stop step (iterations)", "train_steps": "training steps"}
+
+
+def metric_label(metric: str, scale: float = 1.0) -> str:
+    """A metric's axis label in words, "(%)" when an accuracy is scaled by 100."""
+    words = METRIC_LABELS.get(metric, metric)
+    return f"{words} (%)" if scale == 100 and metric.endswith("acc") else words
+
+
 def plot_layer_density(df: Any, lineage: str | None = None, ax: Any = None) -> Any:
-    """Per-layer density against round for one lineage."""
-    part = df[df["lineage"] == (lineage or df["lineage"].iloc[0])].sort_values("round")
+    """Per-layer density against round for one lineage (default: the one with the most rounds), titled by it."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+
+    if lineage is None:
+        counts = df.groupby("lineage", sort=False)["round"].nunique()
+        lineage = counts.index[counts.argmax()]
+    part = df[df["lineage"] == lineage].sort_values("round")
     if ax is None:
         ax = subplots(1, 6, 4)[1][0]
-    for col in [c for c in df.columns if c.startswith("layer_density.")]:
+    cols = [c for c in df.columns if c.startswith("layer_density.") and part[c].notna().any()]
+    for col in cols:
         ax.plot(part["round"], part[col], marker="o", ms=3, label=col.split(".", 1)[1])
     ax.set_yscale("log")
+    percent_log_axis(ax.yaxis, part[cols].to_numpy().ravel() if cols else [])
+    rounds = sorted(set(part["round"]))
+    ax.xaxis.set_major_locator(FixedLocator(rounds) if len(rounds) <= 12 else MaxNLocator(integer=True))
+    if len(rounds) == 1:
+        ax.set_xlim(rounds[0] - 1, rounds[0] + 1)
     ax.set_xlabel("round")
-    ax.set_ylabel("layer density")
+    ax.set_ylabel("weights remaining in the layer (%)")
+    ax.set_title(f"per-layer density: {lineage}", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    legend_below(ax)
     return ax
 
 
@@ -263,25 +363,49 @@ def density_report(df: Any, by: str, order: Sequence[Any], title: str,
 
 # ----- lth-plot
 
+def _file_name(lineage: str) -> str:
+    """A lineage's folder as one file name (path separators and odd characters as `_`)."""
+    name = lineage.replace(os.sep, "__").replace("/", "__")
+    return "".join(ch if ch.isalnum() or ch in "._=,+-" else "_" for ch in name).strip(".") or "lineage"
+
+
+def _seeds(df: Any, by: Sequence[str]) -> str:
+    """'n seeds' (or 'a–b seeds'): how many lineages each line averages."""
+    n = df.groupby(list(by), dropna=False)["lineage"].nunique() if by else df["lineage"].nunique()
+    lo, hi = (int(n.min()), int(n.max())) if by else (int(n), int(n))
+    return f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
+
+
 def plot_all(path: str | os.PathLike, out: str | os.PathLike, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Accuracy vs density, early-stop accuracy and step vs density, and per-layer density figures of a results
-    folder, one line per group of `group_columns` (mean ± std over seeds)."""
+    """Accuracy vs density, early-stop accuracy and step vs density (one line per group of `group_columns`, mean ±
+    std over seeds), and a per-layer density figure per lineage (`layer_density/<lineage>.<fmt>`)."""
     df = load(path)
     if df.empty:
-        raise ValueError(f"no finished rounds under {path}")
+        raise ValueError(f"no finished rounds at {path}")
     out = Path(out)
-    figures: dict[str, Callable[[Any], Any]] = {
-        "accuracy_vs_density": lambda ax: plot_vs_density(ax, df, "test_acc", legend=True),
-        "early_stop_acc_vs_density": lambda ax: plot_vs_density(ax, df, "early_stop_test_acc", legend=True),
-        "early_stop_step_vs_density": lambda ax: plot_vs_density(ax, df, "early_stop_step", legend=True),
-        "layer_density": lambda ax: plot_layer_density(df, ax=ax),
-    }
+    where = Path(path).resolve().name
+    band = f"mean ± std over {_seeds(df, group_columns(df))}"
+    figures = {"accuracy_vs_density": ("test_acc", 100, "Test accuracy at the end of training"),
+               "early_stop_acc_vs_density": ("early_stop_test_acc", 100, "Test accuracy at the early-stop step"),
+               "early_stop_step_vs_density": ("early_stop_step", 1, "Early-stop step (minimum validation loss)")}
     written = []
-    for name, draw in figures.items():
-        fig, (ax,) = subplots(1, 6, 4)
-        draw(ax)
+
+    def save(fig: Any, stem: Path) -> None:
         for i, fmt in enumerate(formats):
-            written.append(save_figure(fig, out / f"{name}.{fmt}", dpi=120, close=i == len(formats) - 1))
+            written.append(save_figure(fig, stem.with_name(f"{stem.name}.{fmt}"), dpi=120,
+                                       close=i == len(formats) - 1))
+
+    for name, (metric, scale, title) in figures.items():
+        if metric not in df or df[metric].isna().all():  # folders written before the metric was recorded
+            continue
+        fig, (ax,) = subplots(1, 6.5, 4.2)
+        plot_vs_density(ax, df, metric, scale=scale, legend=True)
+        ax.set_title(f"{title} — {where} ({band})", fontsize=10)
+        save(fig, out / name)
+    for lineage in dict.fromkeys(df["lineage"]):
+        fig, (ax,) = subplots(1, 6.5, 4.2)
+        plot_layer_density(df, lineage, ax)
+        save(fig, out / "layer_density" / _file_name(lineage if lineage != "." else where))
     return written
 
 
@@ -292,5 +416,10 @@ def plot_main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="folder for the figures (default: <path>/plots)")
     ap.add_argument("--format", nargs="+", default=["png"], choices=["png", "svg", "pdf"])
     args = ap.parse_args(argv)
-    for p in plot_all(args.path, args.out or Path(args.path) / "plots", args.format):
+    try:
+        written = plot_all(args.path, args.out or Path(args.path) / "plots", args.format)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"lth-plot: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for p in written:
         print(p)

@@ -205,7 +205,7 @@ class Reshuffle(Reset):
 
 @register
 class SignedConstant(Reset):
-    """σ_l·sign(source), σ_l the population std of the layer's whole source tensor."""
+    """σ_l·sign(source), σ_l the population std (ddof 0, as `np.std`) of the layer's whole source tensor."""
 
     name = "signed_constant"
 

@@ -8,15 +8,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-if ! "$PY" -c "import torch" 2>/dev/null; then
+# The torch probes below run before numpy is installed (torch does not require it; `pip install -e .` brings it),
+# and importing torch without numpy warns "Failed to initialize NumPy": that one warning is silenced, nothing else.
+probe() { "$PY" -W "ignore:Failed to initialize NumPy" -c "$@"; }
+if ! probe "import torch" 2>/dev/null; then
     if [ -n "${LTH_TORCH_INDEX:-}" ]; then
         "$PY" -m pip install "torch==${LTH_TORCH_VERSION:-2.13.0}" --index-url "$LTH_TORCH_INDEX"
     else
         "$PY" -m pip install "torch==${LTH_TORCH_VERSION:-2.13.0}"
     fi
 fi
-if ! "$PY" -c "import sys, torch; v = tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(v < (2, 4))"; then
-    echo "torch $("$PY" -c 'import torch; print(torch.__version__)') is installed; lth needs torch >= 2.4 (fused Adam on" \
+if ! probe "import sys, torch; v = tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(v < (2, 4))"; then
+    echo "torch $(probe 'import torch; print(torch.__version__)') is installed; lth needs torch >= 2.4 (fused Adam on" \
          "CPU). Upgrade your torch build (same CUDA index as before), or uninstall it to get torch==2.13.0." >&2
     exit 1
 fi

@@ -2,8 +2,9 @@
 
 Counting rule: a round removes `k = round_half_even(fraction × remaining)` weights, where `remaining` counts the kept
 (mask-True) weights of the layer (layerwise, overrides) or of the global pool. The product is taken in exact decimal
-arithmetic on the fraction as written (`repr`), so 0.5 × 5 = 2.5 → 2, 0.5 × 7 = 3.5 → 4 and 0.1 × 25 = 2.5 → 2
-(a float product would give 2.5000000000000004 → 3). `removal_count` is that rule.
+arithmetic on the fraction as written (`repr`), so 0.5 × 5 = 2.5 → 2, 0.5 × 7 = 3.5 → 4 and 0.7 × 45 = 31.5 → 32
+(the float product `0.7 * 45` is 31.499999999999996 and would round to 31; likewise `0.55 * 110` is
+60.50000000000001 → 61 where the exact 60.5 → 60). `removal_count` is that rule.
 
 Tie rule: among equal scores, the weight with the lower flat index is removed first; globally, the pool is the
 concatenation of the layers' flattened scores in mask-dict order, and the lower position is removed first.

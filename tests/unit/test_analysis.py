@@ -2,6 +2,10 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -11,31 +15,47 @@ from nbclient import NotebookClient
 
 from lth import analysis
 from lth.analysis import grid, mean_std
-from lth.cli import compose_config
 from lth.flat import flatten
-from lth.runner import run
 
 NOTEBOOKS = os.path.join(os.path.dirname(__file__), "..", "..", "notebooks")
 
 
+def lth(program: str, *args: str, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A console script of this environment (`lth-run`, `lth-plot`) as a user runs it."""
+    script = Path(sys.executable).parent / program
+    fallback = {"lth-run": ["-m", "lth"], "lth-plot": ["-c", "from lth.analysis import plot_main; plot_main()"]}
+    cmd = [str(script)] if script.exists() else [sys.executable, *fallback[program]]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    return subprocess.run([*cmd, *args], check=False, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, data_root):
-    """2 resets × 2 seeds of the smoke lineage, laid out like a Hydra multirun."""
+    """2 resets × 2 seeds of the smoke lineage, made as users make it: `lth-run -m` (Hydra's basic launcher)."""
     root = tmp_path_factory.mktemp("sweep")
-    for reset in ("rewind", "random_reinit"):
-        for seed in (0, 1):
-            cfg = compose_config(["experiment=smoke", f"data.root={data_root}", f"ticket.reset={reset}", f"seed={seed}"])
-            run(cfg, root / f"seed={seed},ticket.reset={reset}", sinks=[])
+    done = lth("lth-run", "-m", "experiment=smoke", "ticket.reset=rewind,random_reinit", "seed=0,1",
+               f"hydra.sweep.dir={root}", "trainer.max_steps=20", "trainer.eval_every=10", f"data.root={data_root}",
+               cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
     return root
+
+
+def _folder(root: Path, seed: int, reset: str) -> Path:
+    """The lineage folder of one job of a multirun."""
+    (folder,) = [p.parent for p in root.rglob("rounds.jsonl")
+                 if f"seed={seed}," in p.parent.name and f"ticket.reset={reset}," in p.parent.name + ","]
+    return folder
 
 
 def test_load_gives_one_row_per_lineage_and_round_with_varying_config(sweep):
     df = analysis.load(sweep)
     assert len(df) == 8 and df["lineage"].nunique() == 4
-    assert set(analysis.group_columns(df)) == {"cfg.ticket.reset"}
-    assert {"cfg.seed", "cfg.ticket.reset", "layer_density.hidden.0.weight", "early_stop_step"} <= set(df.columns)
+    assert analysis.group_columns(df) == ["cfg.ticket.reset"]  # not the seed, not the CLI's run name
+    assert {"cfg.seed", "cfg.logger.run_name", "cfg.ticket.reset", "layer_density.hidden.0.weight",
+            "early_stop_step"} <= set(df.columns)
     one = df[(df["cfg.seed"] == 1) & (df["cfg.ticket.reset"] == "random_reinit") & (df["round"] == 1)].iloc[0]
-    rec = [json.loads(x) for x in (sweep / "seed=1,ticket.reset=random_reinit" / "rounds.jsonl").read_text().splitlines()]
+    rec = [json.loads(x) for x in (_folder(sweep, 1, "random_reinit") / "rounds.jsonl").read_text().splitlines()]
     assert one["test_acc"] == rec[1]["test_acc"] and one["density"] == 0.5
 
 
@@ -200,5 +220,102 @@ def test_notebooks_execute_on_the_fixture_sweep(sweep, name, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks with outputs stripped"
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(sweep)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    if name != "supermask_and_structured":  # the sweep has no supermask rounds: that one draws nothing
+        assert any("image/png" in o.get("data", {}) for o in outputs), "the executed notebook carries its figures"
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """A folder with two kinds of lineage: 2 seeds of a 3-round IMP lineage (rewind) and a one-round branch of each
+    (random_reinit at round 2): `branch.from`/`branch.round` are missing (NaN) for the lineages, set for branches."""
+    root = tmp_path / "mixed"
+    for seed in (0, 1):
+        base = {"name": "lth_mnist1d", "seed": seed, "ticket": {"reset": "rewind"},
+                "branch": {"from": None, "round": None}, "logger": {"run_name": f"seed={seed}"}}
+        _old_lineage(root / f"seed={seed}", base, [0.6 + 0.1 * seed, 0.62, 0.55])
+        branch = {**base, "ticket": {"reset": "random_reinit"}, "branch": {"from": str(root / f"seed={seed}"),
+                                                                        "round": 2},
+                  "logger": {"run_name": f"branch,seed={seed}"}}
+        folder = root / "branches" / f"seed={seed}"
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump(branch))
+        (folder / "rounds.jsonl").write_text(json.dumps(
+            {"round": 2, "density": 0.25, "test_acc": 0.4, "layer_density": {"fc.weight": 0.25}}) + "\n")
+    return root
+
+
+def test_labels_are_short_names_of_the_varying_keys_without_missing_values(mixed):
+    df = analysis.load(mixed)
+    assert analysis.group_columns(df) == ["cfg.branch.round", "cfg.ticket.reset"]
+    _, (ax,) = analysis.subplots(1)
+    analysis.plot_vs_density(ax, df, "test_acc", legend=True)
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["round=2, reset=random_reinit", "reset=rewind"]
+    assert analysis.short_names(["cfg.branch.round", "cfg.supermask.round", "cfg.ticket.reset"]) == {
+        "cfg.branch.round": "branch.round", "cfg.supermask.round": "supermask.round", "cfg.ticket.reset": "reset"}
+    assert analysis._label((None, float("nan")), ["cfg.a.x", "cfg.b.y"]) == "defaults"
+
+
+def test_legend_sits_below_the_axes_and_their_x_label(cli_sweep):
+    df = analysis.load(cli_sweep)
+    fig, (ax,) = analysis.subplots(1, 6, 4)
+    width = ax.get_position().width
+    analysis.plot_vs_density(ax, df, "test_acc", scale=100, legend=True)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend, axes_box = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    xlabel = ax.xaxis.label.get_window_extent(renderer)
+    assert legend.y1 <= xlabel.y0 < axes_box.y0  # under the axes and under the x label: it covers neither
+    assert ax.get_position().width == width  # the axes keep their width
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["reset=random_reinit", "reset=rewind",
+                                                                    "reset=signed_constant"]
+    assert ax.get_xlabel() == "weights remaining (%)" and ax.get_ylabel() == "test accuracy (%)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["100", "50"]
+
+
+def test_lth_plot_on_a_folder_of_two_kinds_of_lineage(mixed, tmp_path):
+    out = tmp_path / "plots"
+    done = lth("lth-plot", str(mixed), "--out", str(out), "--format", "png", "svg")
+    assert done.returncode == 0, done.stderr
+    layer = sorted(p.name for p in (out / "layer_density").iterdir())
+    assert layer == ["branches__seed=0.png", "branches__seed=0.svg", "branches__seed=1.png", "branches__seed=1.svg",
+                     "seed=0.png", "seed=0.svg", "seed=1.png", "seed=1.svg"]  # one per lineage
+    acc = (out / "accuracy_vs_density.svg").read_text()
+    assert "<!-- Test accuracy at the end of training — mixed (mean ± std over 2 seeds) -->" in acc
+    for text in ("test accuracy (%)", "weights remaining (%)", "round=2, reset=random_reinit", "reset=rewind"):
+        assert f"<!-- {text} -->" in acc
+    assert "nan" not in " ".join(re.findall(r"<!-- (.*?) -->", acc))
+    seed0 = (out / "layer_density" / "seed=0.svg").read_text()
+    ticks = re.findall(r"<!-- (.*?) -->", seed0)
+    assert "per-layer density: seed=0" in ticks and "weights remaining in the layer (%)" in ticks
+    assert {"100", "50", "25"} <= set(ticks) and not [t for t in ticks if "10^" in t or "times" in t]
+
+
+def test_plot_layer_density_defaults_to_the_longest_lineage(mixed):
+    ax = analysis.plot_layer_density(analysis.load(mixed))
+    assert list(ax.get_lines()[0].get_xdata()) == [0, 1, 2] and ax.get_title() == "per-layer density: seed=0"
+
+
+def test_lth_plot_on_a_missing_folder_is_one_error_line(tmp_path):
+    done = lth("lth-plot", str(tmp_path / "nothing"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"lth-plot: error: no results at {tmp_path / 'nothing'}\n"
+    (tmp_path / "empty").mkdir()
+    done = lth("lth-plot", str(tmp_path / "empty"))
+    assert done.returncode == 2 and done.stderr == f"lth-plot: error: no finished rounds at {tmp_path / 'empty'}\n"
+
+
+def test_results_folder_takes_a_relative_path_from_where_the_command_was_typed(tmp_path, monkeypatch):
+    (tmp_path / "user" / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")  # where Jupyter starts the kernel
+    monkeypatch.setenv("PWD", str(tmp_path / "user"))  # the shell's folder, inherited by the kernel
+    monkeypatch.setenv("LTH_RESULTS", "runs/x")
+    assert analysis.results_folder() == (tmp_path / "user" / "runs" / "x").resolve()
+    monkeypatch.setenv("LTH_RESULTS", str(tmp_path / "abs"))
+    assert analysis.results_folder() == tmp_path / "abs"
+    monkeypatch.setenv("LTH_RESULTS", "runs/none")
+    with pytest.raises(FileNotFoundError, match="no results at runs/none"):
+        analysis.results_folder()
