@@ -58,7 +58,7 @@ class Lineage:
         self.kind: Kind = kind_for(cfg)
         self.kind.check(cfg)
         self.config = config_dict(cfg)
-        writer = is_writer(cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes)
+        writer = is_writer(cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.accelerator)
         if sinks is None:
             sinks = [ConsoleSink(self.kind.total_rounds(cfg))] if writer else []
         self.folder = RunFolder(out_dir, sinks, writer=writer)
@@ -136,7 +136,7 @@ class Lineage:
         start = time.perf_counter()
         strategy = RESETS[reset] if reset is not None else None
         tk = cfg.ticket
-        optimizer = optimizer_factory(cfg.optimizer)
+        optimizer = optimizer_factory(self.plan.optimizer)
         steps = t.max_steps
         if strategy is not None:
             pruned = structured.flops(self.model, self.data.input_shape, masks)["flops_nonzero"]
@@ -169,7 +169,7 @@ class Lineage:
         start = time.perf_counter()
         self.folder.save_mask(r, masks)
         self.manager.set_masks(masks)
-        module = TicketModule(self.model, optimizer_factory(self.cfg.optimizer), self.data.num_classes)
+        module = TicketModule(self.model, optimizer_factory(self.plan.optimizer), self.data.num_classes)
         trainer = self.trainer(r, self.cfg.trainer.max_steps, [])
         trainer.validate(module, [self.data.val_dataloader(), self.data.test_dataloader()], verbose=False)
         record = self.record(r, module, int(trainer.global_step), time.perf_counter() - start, fields)
