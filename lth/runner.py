@@ -33,6 +33,7 @@ from lth.lit import (
 from lth.loggers import wandb_sinks
 from lth.masks import MaskManager
 from lth.plan import Plan, make_plan
+from lth.preempt import Interrupted, Preemption, hand_over
 from lth.record import ConsoleSink, RoundRecord, RoundSink, RunFolder
 from lth.reset import RESETS, Budget, ResetInputs
 from lth.seeds import derive_seed
@@ -178,11 +179,13 @@ class Lineage:
         return record
 
     def _callbacks(self, r: int) -> list[pl.Callback]:
+        last = LastCheckpoint(self.folder.checkpoint(r).parent, self.cfg.trainer.checkpoint_every)
         callbacks: list[pl.Callback] = [
-            ResumableTrainAccuracy(), MaskingCallback(self.manager), RNGStateCallback(),
-            LastCheckpoint(self.folder.checkpoint(r).parent, self.cfg.trainer.checkpoint_every),
+            ResumableTrainAccuracy(), MaskingCallback(self.manager), RNGStateCallback(), last,
             *self.kind.callbacks(self, r),
         ]
+        if not is_spawn(self.cfg.trainer.strategy):  # SIGTERM/SIGUSR1/2: checkpoint at the step and stop (lth.preempt)
+            callbacks.append(Preemption(r, last))
         if self.plan.world > 1:
             callbacks.append(MaskAgreement(self.manager))
         callbacks += self.extra_callbacks
@@ -235,11 +238,16 @@ def _value(x: Any) -> Any:
 
 def run(cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None, *, datamodule: Any = None,
         callbacks: Sequence[pl.Callback] = ()) -> list[RoundRecord]:
-    """Run (or resume) one lineage of any kind (IMP, branch, supermask) into `out_dir`; its round records."""
+    """Run (or resume) one lineage of any kind (IMP, branch, supermask) into `out_dir`; its round records.
+
+    Raises `lth.preempt.Interrupted` (a SystemExit; `.round`, `.step`) when SIGTERM/SIGUSR1/SIGUSR2 stopped a round."""
     before = torch.get_num_threads()
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     try:
         return Lineage(cfg, out_dir, sinks, datamodule=datamodule, callbacks=callbacks).run()
+    except Interrupted as stopped:  # a signal stopped a round at a checkpoint: its former handler (submitit) requeues
+        hand_over(stopped)
+        raise
     finally:
         torch.set_num_threads(before)
