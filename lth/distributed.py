@@ -102,19 +102,13 @@ def is_spawn(strategy: Any) -> bool:
 
 def is_writer(strategy: Any, devices: Any, num_nodes: int = 1, accelerator: Any = None) -> bool:
     """False on every rank but global rank 0 of a launch that runs the whole program on every rank (they must not
-    write); True for a spawn strategy (the lineage stays in one process) and a one-process launch."""
+    write); True for a spawn strategy (the lineage stays in one process) and a one-process config."""
     if is_spawn(strategy):
         return True
     per_node = devices_per_node(devices, accelerator)
-    if per_node * max(int(num_nodes), 1) == 1 and not _launched_ranks():
+    if per_node * max(int(num_nodes), 1) == 1:  # a one-process config trains alone (Lightning ignores the launcher)
         return True
     return global_rank(per_node) == 0
-
-
-def _launched_ranks() -> bool:
-    """Whether a launcher says this is one of several processes (torchrun, SLURM tasks, Lightning's relaunch)."""
-    env = os.environ
-    return any(env.get(v, "").strip().isdigit() and int(env[v]) > 1 for v in ("WORLD_SIZE", "SLURM_NTASKS"))
 
 
 def agree(masks: dict[str, Tensor]) -> dict[str, Tensor]:
