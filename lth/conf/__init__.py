@@ -7,10 +7,18 @@ from typing import Any
 from omegaconf import OmegaConf
 
 GPU_ACCELERATORS = ("gpu", "cuda")
+SPAWN_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # one process starts the workers
 
 
-def tasks_per_node(devices: Any) -> int:
-    """SLURM tasks per node for `trainer.devices` (Lightning's DDP runs one task per device); a count is required."""
+def tasks_per_node(devices: Any, strategy: Any = None) -> int:
+    """SLURM tasks per node for `trainer.devices` (Lightning's DDP runs one task per device; a spawn strategy starts
+    its workers from one task); a count is required."""
+    count = devices_per_node(devices)
+    return 1 if str(strategy) in SPAWN_STRATEGIES else count
+
+
+def devices_per_node(devices: Any) -> int:
+    """The number of devices per node `trainer.devices` names (a count, a list or a comma-separated string)."""
     if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
         return devices
     if isinstance(devices, str) and devices.strip().isdigit() and int(devices) > 0:
@@ -24,8 +32,8 @@ def tasks_per_node(devices: Any) -> int:
 
 
 def gpus_per_node(accelerator: Any, devices: Any) -> int | None:
-    """GPUs a SLURM node must provide: one per task for a GPU accelerator, none (null) otherwise."""
-    return tasks_per_node(devices) if str(accelerator).lower() in GPU_ACCELERATORS else None
+    """GPUs a SLURM node must provide: trainer.devices for a GPU accelerator, none (null) otherwise."""
+    return devices_per_node(devices) if str(accelerator).lower() in GPU_ACCELERATORS else None
 
 
 for _name, _fn in (("lth_tasks_per_node", tasks_per_node), ("lth_gpus_per_node", gpus_per_node)):

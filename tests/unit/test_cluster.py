@@ -50,8 +50,15 @@ def test_slurm_launcher_requests_the_trainers_gpus_on_every_node():
 
 
 def test_slurm_launcher_on_cpu_asks_for_no_gpu():
-    launcher = hydra_compose(["launcher=slurm", "trainer=ddp_cpu"]).hydra.launcher
+    launcher = hydra_compose(["launcher=slurm", "trainer=ddp_cpu", "trainer.strategy=ddp"]).hydra.launcher
     assert (launcher.tasks_per_node, launcher.gpus_per_node) == (2, None)
+
+
+def test_slurm_launcher_runs_a_spawn_strategy_as_one_task_with_all_the_gpus():
+    launcher = hydra_compose(["launcher=slurm", "trainer=gpu", "trainer.devices=4", "trainer.strategy=ddp_spawn"]
+                             ).hydra.launcher
+    assert (launcher.tasks_per_node, launcher.gpus_per_node) == (1, 4)  # tasks=4 would run 4 lineages, each spawning
+    assert hydra_compose(["launcher=slurm", "trainer=ddp_cpu"]).hydra.launcher.tasks_per_node == 1
 
 
 def test_slurm_launcher_refuses_devices_it_cannot_count():
