@@ -37,7 +37,7 @@ GPU_ACCELERATORS = ("gpu", "cuda")
 FORK_SAFE_GPU_STRATEGIES = "ddp_spawn (one node) or ddp under torchrun / SLURM tasks (launcher=slurm)"
 
 
-def _accelerator(accelerator: Any) -> str | None:
+def accelerator_kind(accelerator: Any) -> str | None:
     """'gpu' for a CUDA accelerator (also 'auto' when CUDA is available), 'cpu', or None when not given."""
     if accelerator is None:
         return None
@@ -59,9 +59,18 @@ def devices_per_node(devices: Any, accelerator: Any = None) -> int:
     if isinstance(devices, str) and "," in devices:
         return len([d for d in devices.split(",") if d.strip()])
     auto = devices in (-1, None) or (isinstance(devices, str) and devices.strip() in ("-1", "auto"))
-    if auto and _accelerator(accelerator) == "gpu":
+    if auto and accelerator_kind(accelerator) == "gpu":
         return max(torch.cuda.device_count(), 1)
     return 1
+
+
+def device_indices(devices: Any) -> list[int]:
+    """The device indices `devices` names ([0, 3] or "0,3"); [] for a count."""
+    if isinstance(devices, (list, tuple)):
+        return [int(d) for d in devices]
+    if isinstance(devices, str) and "," in devices:
+        return [int(d) for d in devices.split(",") if d.strip()]
+    return []
 
 
 def world_size(devices: Any, num_nodes: int = 1, accelerator: Any = None) -> int:

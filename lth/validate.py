@@ -88,18 +88,22 @@ def _validate_structured(cfg: Config) -> None:
 
 def _validate_world(cfg: Config) -> None:
     """Devices that exist, a strategy that works with them, and batches that split evenly over the processes."""
-    from lth.distributed import FORK_SAFE_GPU_STRATEGIES, _accelerator, devices_per_node, launch_world
+    from lth.distributed import (
+        FORK_SAFE_GPU_STRATEGIES,
+        accelerator_kind,
+        device_indices,
+        devices_per_node,
+        launch_world,
+    )
 
     t = cfg.trainer
-    accelerator = _accelerator(t.accelerator)
+    accelerator = accelerator_kind(t.accelerator)
     if accelerator == "cpu" and (t.devices == -1 or str(t.devices).strip() == "-1"):
         raise ValueError("trainer.devices=-1 (all devices) needs a GPU accelerator; on CPU give a number of processes")
     if accelerator == "gpu":
         visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
         wanted = devices_per_node(t.devices, t.accelerator)
-        indices = [int(d) for d in (t.devices if isinstance(t.devices, (list, tuple)) else
-                                    str(t.devices).split(",") if "," in str(t.devices) else []) if str(d).strip()]
-        if visible == 0 or wanted > visible or any(i >= visible for i in indices):
+        if visible == 0 or wanted > visible or any(i >= visible for i in device_indices(t.devices)):
             raise ValueError(
                 f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} asks for {wanted} CUDA device(s); "
                 f"{visible} visible on this machine (check CUDA_VISIBLE_DEVICES and torch.cuda.is_available(), or "
