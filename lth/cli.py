@@ -181,10 +181,11 @@ def app(cfg: DictConfig) -> None:
         if multirun:
             raise  # Hydra records the failed job, runs the others, and reports the failure at the end
         raise SystemExit(f"lth-run: error: {e}") from None
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         from lth.lit import RunInterrupted
+        from lth.preempt import Interrupted
 
-        if not isinstance(e, RunInterrupted):
+        if not isinstance(e, (RunInterrupted, Interrupted)):
             raise
         where = f"at step {e.step} of round {e.round}" if e.step is not None else (
             f"before round {e.round}" if e.round is not None else "")

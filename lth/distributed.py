@@ -32,19 +32,76 @@ _WORKER_WARNINGS = (".*sync_dist=True.*", ".*does not have many workers.*", ".*a
 CARRIED_MODULE_ATTRS = ("history", "nonfinite_step")  # TicketModule results that live outside its state_dict
 
 
-def world_size(devices: Any, num_nodes: int = 1) -> int:
-    """Processes a Trainer config asks for (1 when it cannot tell, e.g. devices="auto")."""
+GPU_ACCELERATORS = ("gpu", "cuda")
+# launches that work with CUDA: a fork after CUDA is initialised (the first round did it) breaks every later round
+FORK_SAFE_GPU_STRATEGIES = "ddp_spawn (one node) or ddp under torchrun / SLURM tasks (launcher=slurm)"
+
+
+def accelerator_kind(accelerator: Any) -> str | None:
+    """'gpu' for a CUDA accelerator (also 'auto' when CUDA is available), 'cpu', or None when not given."""
+    if accelerator is None:
+        return None
+    name = str(getattr(accelerator, "value", accelerator)).lower()
+    if name in GPU_ACCELERATORS or (name == "auto" and torch.cuda.is_available()):
+        return "gpu"
+    return "cpu" if name in ("cpu", "auto") else name
+
+
+def devices_per_node(devices: Any, accelerator: Any = None) -> int:
+    """Processes per node a Trainer config asks for; -1 / "auto" resolve like Lightning's (all visible CUDA devices
+    for a GPU accelerator, 1 on CPU); 1 for them when `accelerator` is not given."""
     if isinstance(devices, int) and devices > 0:
-        per_node = devices
-    elif isinstance(devices, (list, tuple)):
-        per_node = len(devices)
-    elif isinstance(devices, str) and devices.strip().isdigit():
-        per_node = int(devices)
-    elif isinstance(devices, str) and "," in devices:
-        per_node = len([d for d in devices.split(",") if d.strip()])
-    else:
-        per_node = 1
-    return per_node * max(int(num_nodes), 1)
+        return devices
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str) and devices.strip().isdigit():
+        return int(devices)
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    auto = devices in (-1, None) or (isinstance(devices, str) and devices.strip() in ("-1", "auto"))
+    if auto and accelerator_kind(accelerator) == "gpu":
+        return max(torch.cuda.device_count(), 1)
+    return 1
+
+
+def device_indices(devices: Any) -> list[int]:
+    """The device indices `devices` names ([0, 3] or "0,3"); [] for a count."""
+    if isinstance(devices, (list, tuple)):
+        return [int(d) for d in devices]
+    if isinstance(devices, str) and "," in devices:
+        return [int(d) for d in devices.split(",") if d.strip()]
+    return []
+
+
+def world_size(devices: Any, num_nodes: int = 1, accelerator: Any = None) -> int:
+    """Processes a Trainer config asks for: devices per node (see `devices_per_node`) times nodes."""
+    return devices_per_node(devices, accelerator) * max(int(num_nodes), 1)
+
+
+def launch_world(t: Any) -> int:
+    """The processes of this launch for trainer settings `t`: $WORLD_SIZE (torchrun, Lightning's ddp relaunch) or
+    $SLURM_NTASKS (SLURM tasks) where the launcher set them, else the resolved config (`world_size`)."""
+    if is_spawn(t.strategy):
+        return world_size(t.devices, t.num_nodes, t.accelerator)
+    env = os.environ
+    for var in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if env.get(var, "").strip().isdigit() and int(env[var]) > 1:
+            return int(env[var])
+    return world_size(t.devices, t.num_nodes, t.accelerator)
+
+
+def global_rank(per_node: int) -> int:
+    """This process's rank from the launcher's variables: a process group's, $RANK (torchrun), $SLURM_PROCID (SLURM
+    tasks), else Lightning's NODE_RANK (or GROUP_RANK) × `per_node` + LOCAL_RANK (manual multi-node, ddp relaunch)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"])
+    if int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"])
+    node = int(env.get("NODE_RANK", env.get("GROUP_RANK", 0)))
+    return node * per_node + int(env.get("LOCAL_RANK", 0))
 
 
 def is_spawn(strategy: Any) -> bool:
@@ -52,20 +109,15 @@ def is_spawn(strategy: Any) -> bool:
     return isinstance(strategy, str) and strategy in SPAWN_STRATEGIES
 
 
-def is_writer(strategy: Any, devices: Any, num_nodes: int = 1) -> bool:
-    """False on the non-zero ranks of a launch that runs the whole program on every rank (they must not write)."""
-    if is_spawn(strategy) or world_size(devices, num_nodes) == 1:
+def is_writer(strategy: Any, devices: Any, num_nodes: int = 1, accelerator: Any = None) -> bool:
+    """False on every rank but global rank 0 of a launch that runs the whole program on every rank (they must not
+    write); True for a spawn strategy (the lineage stays in one process) and a one-process config."""
+    if is_spawn(strategy):
         return True
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    env = os.environ
-    if "RANK" in env:
-        return int(env["RANK"]) == 0
-    if "LOCAL_RANK" in env:  # Lightning's ddp relaunch sets LOCAL_RANK; NODE_RANK is set per node
-        return int(env["LOCAL_RANK"]) == 0 and int(env.get("NODE_RANK", env.get("GROUP_RANK", 0))) == 0
-    if int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in env:
-        return int(env["SLURM_PROCID"]) == 0
-    return True
+    per_node = devices_per_node(devices, accelerator)
+    if per_node * max(int(num_nodes), 1) == 1:  # a one-process config trains alone (Lightning ignores the launcher)
+        return True
+    return global_rank(per_node) == 0
 
 
 def agree(masks: dict[str, Tensor]) -> dict[str, Tensor]:

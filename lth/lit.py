@@ -248,7 +248,9 @@ class RewindCallback(pl.Callback):
 
 
 class RNGStateCallback(pl.Callback):
-    """Saves and restores the torch CPU (and CUDA) RNG states in checkpoints so a resumed round draws the same numbers."""
+    """Saves and restores the torch CPU (and CUDA) RNG states in checkpoints so a resumed round draws the same numbers.
+
+    CUDA states are per device; resumed with fewer visible GPUs, the first min(saved, visible) are restored."""
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"torch": torch.get_rng_state()}
@@ -259,7 +261,9 @@ class RNGStateCallback(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         torch.set_rng_state(state_dict["torch"])
         if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
+            # resumed on fewer (or more) visible GPUs: the first min(saved, visible) devices get their saved states
+            for device, state in enumerate(state_dict["cuda"][: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(state, device)
 
 
 class RunInterrupted(Exception):

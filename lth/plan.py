@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -10,9 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from lth.config import Config
-from lth.distributed import is_writer, world_size
+from lth.distributed import is_writer, launch_world
 from lth.masks import MaskManager
 from lth.pruning.select import match_overrides
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +33,7 @@ class Plan:
     writer: bool  # whether this process writes the run folder
     example: Tensor  # one input example (FLOPs, unit layout, scratch inits)
     flops_dense: float  # FLOPs per example of the dense network
+    optimizer: Any = None  # the optimizer spec the rounds use (cfg.optimizer, fused off where AMP clipping needs it)
 
     def schedule_units(self, manager: MaskManager) -> tuple[dict[str, int], dict[str, float], str]:
         """What the fraction schedule removes from: counts per layer, its overrides and the unit's name."""
@@ -74,6 +78,25 @@ def make_plan(cfg: Config, data: Any, model: nn.Module, manager: MaskManager) ->
     return Plan(
         fraction=fraction, overrides=overrides, layer_fractions=matched, rewind_step=step,
         reset_seed=cfg.ticket.reset_seed if cfg.ticket.reset_seed is not None else cfg.seed + 1, layout=layout,
-        world=world_size(t.devices, t.num_nodes), writer=is_writer(t.strategy, t.devices, t.num_nodes),
+        world=launch_world(t), writer=is_writer(t.strategy, t.devices, t.num_nodes, t.accelerator),
         example=example, flops_dense=structured.flops(model, example)["flops_dense"],
+        optimizer=amp_safe_optimizer(cfg.optimizer, t.precision, t.gradient_clip_val),
     )
+
+
+def amp_safe_optimizer(spec: Any, precision: Any, clip: float | None) -> Any:
+    """`spec` with `fused: false, foreach: true` when mixed precision clips gradients (Lightning refuses clipping with
+    an optimizer that unscales gradients itself, as fused Adam/AdamW do); `spec` unchanged otherwise."""
+    if not clip or not str(precision).endswith("-mixed") or callable(spec):
+        return spec
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create(spec) if not OmegaConf.is_config(spec) else spec
+    if not node.get("fused"):
+        return spec
+    log.warning("trainer.precision=%s with trainer.gradient_clip_val=%s: optimizer %s runs with foreach instead of "
+                "fused (Lightning cannot clip gradients of a fused optimizer under mixed precision)",
+                precision, clip, node.get("_target_"))
+    safe = OmegaConf.to_container(node)
+    safe.update(fused=False, foreach=True)
+    return safe

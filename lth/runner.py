@@ -34,6 +34,7 @@ from lth.lit import (
 from lth.loggers import quiet_third_party, wandb_sinks
 from lth.masks import MaskManager
 from lth.plan import Plan, make_plan
+from lth.preempt import Interrupted, Preemption, hand_over
 from lth.record import ConsoleSink, RoundRecord, RoundSink, RunFolder, checkpoint_step, measured
 from lth.reset import RESETS, Budget, ResetInputs
 from lth.seeds import derive_seed
@@ -57,7 +58,7 @@ class Lineage:
         self.kind: Kind = kind_for(cfg)
         self.kind.check(cfg)
         self.config = config_dict(cfg)
-        writer = is_writer(cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes)
+        writer = is_writer(cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.accelerator)
         if sinks is None:
             sinks = [ConsoleSink(self.kind.total_rounds(cfg), label)] if writer else []
         self.console: ConsoleSink | None = next((s for s in sinks if isinstance(s, ConsoleSink)), None)
@@ -145,7 +146,7 @@ class Lineage:
         start = time.perf_counter()
         strategy = RESETS[reset] if reset is not None else None
         tk = cfg.ticket
-        optimizer = optimizer_factory(cfg.optimizer)
+        optimizer = optimizer_factory(self.plan.optimizer)
         steps = t.max_steps
         if strategy is not None:
             pruned = structured.flops(self.model, self.data.input_shape, masks)["flops_nonzero"]
@@ -180,7 +181,7 @@ class Lineage:
         self.rounds_run += 1
         self.folder.save_mask(r, masks)
         self.manager.set_masks(masks)
-        module = TicketModule(self.model, optimizer_factory(self.cfg.optimizer), self.data.num_classes)
+        module = TicketModule(self.model, optimizer_factory(self.plan.optimizer), self.data.num_classes)
         trainer = self.trainer(r, self.cfg.trainer.max_steps, [])
         trainer.validate(module, [self.data.val_dataloader(), self.data.test_dataloader()], verbose=False)
         record = self.record(r, module, int(trainer.global_step), time.perf_counter() - start, fields)
@@ -189,11 +190,13 @@ class Lineage:
         return record
 
     def _callbacks(self, r: int) -> list[pl.Callback]:
+        last = LastCheckpoint(self.folder.checkpoint(r).parent, self.cfg.trainer.checkpoint_every, self.stop, r)
         callbacks: list[pl.Callback] = [
-            ResumableTrainAccuracy(), MaskingCallback(self.manager), RNGStateCallback(),
-            LastCheckpoint(self.folder.checkpoint(r).parent, self.cfg.trainer.checkpoint_every, self.stop, r),
+            ResumableTrainAccuracy(), MaskingCallback(self.manager), RNGStateCallback(), last,
             *self.kind.callbacks(self, r),
         ]
+        if not is_spawn(self.cfg.trainer.strategy):  # SIGTERM/SIGUSR1/2: checkpoint at the step and stop (lth.preempt)
+            callbacks.append(Preemption(r, last))
         if self.console is not None:
             callbacks.append(ProgressCallback(self.console.round_title(r), self.console.bar))
         if self.plan.world > 1:
@@ -238,11 +241,15 @@ def run(cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None, 
         callbacks: Sequence[pl.Callback] = (), label: str = "") -> list[RoundRecord]:
     """Run (or resume) one lineage of any kind (IMP, branch, supermask) into `out_dir`; its round records.
 
-    `label` prefixes the console's lines (a sweep's job)."""
+    `label` prefixes the console's lines (a sweep's job). Raises `lth.preempt.Interrupted` (a SystemExit; `.round`,
+    `.step`) when SIGTERM/SIGUSR1/SIGUSR2 stopped a round, `lth.lit.RunInterrupted` on SIGINT."""
     before = torch.get_num_threads()
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     try:
         return Lineage(cfg, out_dir, sinks, datamodule=datamodule, callbacks=callbacks, label=label).run()
+    except Interrupted as stopped:  # a signal stopped a round at a checkpoint: its former handler (submitit) requeues
+        hand_over(stopped)
+        raise
     finally:
         torch.set_num_threads(before)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lth.config import BRANCH_DEFAULTS, Config
 
 
@@ -88,10 +90,32 @@ def _validate_structured(cfg: Config) -> None:
 
 
 def _validate_world(cfg: Config) -> None:
-    from lth.distributed import world_size
+    """Devices that exist, a strategy that works with them, and batches that split evenly over the processes."""
+    from lth.distributed import (
+        FORK_SAFE_GPU_STRATEGIES,
+        accelerator_kind,
+        device_indices,
+        devices_per_node,
+        launch_world,
+    )
 
     t = cfg.trainer
-    n = world_size(t.devices, t.num_nodes)
+    accelerator = accelerator_kind(t.accelerator)
+    if accelerator == "cpu" and (t.devices == -1 or str(t.devices).strip() == "-1"):
+        raise ValueError("trainer.devices=-1 (all devices) needs a GPU accelerator; on CPU give a number of processes")
+    if accelerator == "gpu":
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        wanted = devices_per_node(t.devices, t.accelerator)
+        if visible == 0 or wanted > visible or any(i >= visible for i in device_indices(t.devices)):
+            raise ValueError(
+                f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} asks for {wanted} CUDA device(s); "
+                f"{visible} visible on this machine (check CUDA_VISIBLE_DEVICES and torch.cuda.is_available(), or "
+                "run on CPU with trainer=default)")
+        if t.strategy in ("ddp_fork", "ddp_notebook"):
+            raise ValueError(
+                f"trainer.strategy={t.strategy} forks processes after CUDA is initialised (from the second round on), "
+                f"which CUDA does not support; use {FORK_SAFE_GPU_STRATEGIES}")
+    n = launch_world(t)
     if n > 1 and cfg.data.batch_size % n:
         raise ValueError(
             f"data.batch_size={cfg.data.batch_size} must be divisible by the {n} processes "

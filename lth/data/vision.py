@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
 import pickle
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,20 @@ def random_crop_flip(
 random_crop_flip.shardable = True  # type: ignore[attr-defined]
 
 
+@contextlib.contextmanager
+def download_lock(root: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on `<root>/.lth-download.lock` (fcntl; other processes block until it is released)."""
+    import fcntl
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / ".lth-download.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def download_with_torchvision(class_name: str, root: str, folder: Path, files: list[str]) -> None:
     """Download train and test splits with `torchvision.datasets.<class_name>(root, download=True)`."""
     try:
@@ -116,8 +133,11 @@ class _DiskDataModule(TensorDataModule):
         if not missing:
             return
         if self.download:
-            download_with_torchvision(self.torchvision_class, self.root, self.data_dir, missing)
-            missing = self.missing_files()
+            with download_lock(self.root):  # one process downloads; the others (ranks, sweep jobs) wait, then read
+                missing = self.missing_files()
+                if missing:
+                    download_with_torchvision(self.torchvision_class, self.root, self.data_dir, missing)
+                    missing = self.missing_files()
             if not missing:
                 return
         raise FileNotFoundError(
