@@ -40,7 +40,7 @@ _UNSAFE = re.compile(r'[\x00-\x1f\x7f:*?"<>|\\\s]')  # besides "/": not portable
 
 def _leaves_name(key: str) -> bool:
     """Whether an override of `key` leaves the folder name unchanged (it does not change results)."""
-    from lth.record import NON_SEMANTIC_KEYS
+    from lth.config import NON_SEMANTIC_KEYS
 
     return any(key == k or key.startswith(k + ".") for k in (*HYDRA_ONLY_KEYS, *NON_SEMANTIC_KEYS))
 

@@ -42,6 +42,23 @@ def choices(enum: type[Enum]) -> tuple[str, ...]:
 BRANCH_DEFAULTS: dict[str, Any] = {"from": None, "round": None, "random_mask": False}
 
 
+# Config keys that do not change a lineage's results: a lineage's folder name leaves them out (lth.cli) and they may
+# change between invocations of one lineage (the config guard below), e.g. adding `logger=wandb` to a finished one.
+NON_SEMANTIC_KEYS = (
+    "out_dir",
+    "name",
+    "trainer.threads",
+    "trainer.checkpoint_every",
+    "trainer.log_every_n_steps",
+    "logger",
+    "data.root",
+    "data.download",
+)
+# Keys that extend a lineage without changing its earlier rounds: the guard lets them change (more rounds continue the
+# folder given as out_dir), but they stay in the folder name (a sweep over them gets one folder per value).
+EXTENDING_KEYS = ("ticket.rounds",)
+
+
 @dataclass
 class ModelConfig:
     name: str = "lenet_300_100"

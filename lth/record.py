@@ -19,25 +19,10 @@ import yaml
 from torch import Tensor
 
 from lth import masks as masks_io
-from lth.config import canonical_config
+from lth.config import EXTENDING_KEYS, NON_SEMANTIC_KEYS, canonical_config
 from lth.flat import flatten
 from lth.io import atomic_torch_save, atomic_write_text, read_jsonl, remove_stale_temp_files, write_jsonl
 
-# Config keys that do not change a lineage's results: a lineage's folder name leaves them out (lth.cli) and they may
-# change between invocations of one lineage (the config guard below), e.g. adding `logger=wandb` to a finished one.
-NON_SEMANTIC_KEYS = (
-    "out_dir",
-    "name",
-    "trainer.threads",
-    "trainer.checkpoint_every",
-    "trainer.log_every_n_steps",
-    "logger",
-    "data.root",
-    "data.download",
-)
-# Keys that extend a lineage without changing its earlier rounds: the guard lets them change (more rounds continue the
-# folder given as out_dir), but they stay in the folder name (a sweep over them gets one folder per value).
-EXTENDING_KEYS = ("ticket.rounds",)
 RESULT_FILES = ("rounds.jsonl", "snapshots.pt")
 # where this folder's writers leave temp files if killed (only these: other runs' folders may be nested inside)
 TEMP_FILES = (".*.tmp", "round_*/.*.tmp", "round_*/checkpoints/.*.tmp")  # besides round_XX folders: a folder holding these holds results
