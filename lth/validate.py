@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lth.config import BRANCH_DEFAULTS, Config
 
 
@@ -104,6 +102,8 @@ def _validate_world(cfg: Config) -> None:
     if accelerator == "cpu" and (t.devices == -1 or str(t.devices).strip() == "-1"):
         raise ValueError("trainer.devices=-1 (all devices) needs a GPU accelerator; on CPU give a number of processes")
     if accelerator == "gpu":
+        import torch
+
         visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
         wanted = devices_per_node(t.devices, t.accelerator)
         if visible == 0 or wanted > visible or any(i >= visible for i in device_indices(t.devices)):
