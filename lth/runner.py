@@ -72,11 +72,9 @@ class Lineage:
         self.extra_callbacks = list(callbacks)
         self.data = datamodule if datamodule is not None else build_datamodule(cfg.data.name, **cfg.data.options(cfg.seed))
         self.data.setup("fit")
-        self.model: nn.Module = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes,
-                                            **cfg.model.args)
+        self.model: nn.Module = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes, **cfg.model.args)
         reinitialize(self.model, derive_seed(cfg.seed, "init"))
-        self.manager = MaskManager(self.model, cfg.pruning.include, cfg.pruning.exclude,
-                                   mask0=_value(cfg.ticket.mask0))
+        self.manager = MaskManager(self.model, cfg.pruning.include, cfg.pruning.exclude, mask0=_value(cfg.ticket.mask0))
         self.plan: Plan = make_plan(cfg, self.data, self.model, self.manager)
         self.kind.prepare(self)
         self.folder.claim(self.config, self.defaults)  # all checks passed: lock the folder and write config.yaml
@@ -89,17 +87,14 @@ class Lineage:
         self._say(f"run folder {self.folder.path}" + (f" ({done} rounds recorded)" if done else ""))
         try:
             with self.stop.handling(), quiet_third_party():
-                for sink in self.folder.sinks:  # a mirror (W&B) added to a folder with results logs the rounds it lacks
-                    if hasattr(sink, "catch_up"):
-                        sink.catch_up(self.folder.rounds())
+                for sink in (s for s in self.folder.sinks if hasattr(s, "catch_up")):
+                    sink.catch_up(self.folder.rounds())  # a mirror (W&B) added to a finished folder logs what it lacks
                 self.kind.run(self)
         finally:
             self.folder.close()
         records = self.folder.rounds()
-        if self.rounds_run == 0:
-            self._say(f"complete, nothing to do: {len(records)} rounds recorded in {self.folder.path}")
-        else:
-            self._say(f"done: {len(records)} rounds recorded in {self.folder.path}")
+        status = "done" if self.rounds_run else "complete, nothing to do"
+        self._say(f"{status}: {len(records)} rounds recorded in {self.folder.path}")
         return records
 
     def _say(self, text: str) -> None:

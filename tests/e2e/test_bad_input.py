@@ -209,9 +209,9 @@ def test_a_failing_csv_logger_warns_and_the_run_completes(tmp_path, data_root, m
     with pytest.warns(RuntimeWarning) as caught:
         recs = run(smoke_config(), tmp_path / "run", sinks=[])
     messages = [str(w.message) for w in caught]
-    for method in ("log_metrics", "save"):
-        assert any(f"logger CSVLogger failed in {method} (OSError: disk quota exceeded); training continues and the "
-                   "local record (rounds.jsonl) is unaffected" in m for m in messages), messages
+    for method in ("log_metrics", "save"):  # the CSV log is lth's resumable subclass of Lightning's CSVLogger
+        assert any(f"logger ResumableCSVLogger failed in {method} (OSError: disk quota exceeded); training continues "
+                   "and the local record (rounds.jsonl) is unaffected" in m for m in messages), messages
     assert [r["round"] for r in records(tmp_path / "run")] == [0, 1] == [r["round"] for r in recs]
     assert all(r["status"] == "ok" and r["train_steps"] == 40 for r in recs)
     monkeypatch.undo()

@@ -121,8 +121,8 @@ def _ddp_lineage(tmp_path, data_root, monkeypatch, trainer_args):
     trainers = []
     make = Lineage.trainer
 
-    def capture(self, r, steps, callbacks, single_process=False):
-        t = make(self, r, steps, callbacks, single_process)
+    def capture(self, r, steps, callbacks, single_process=False, **kwargs):
+        t = make(self, r, steps, callbacks, single_process, **kwargs)
         trainers.append((r, t))
         return t
 
