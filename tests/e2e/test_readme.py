@@ -332,9 +332,10 @@ def test_setup_lth_run_runs_the_default_lineage(tmp_path: Path, data_root: Path)
     (setup,) = [c for c in _by("lth-run") if c.page == "README.md" and not c.args]
     work = tmp_path / "work"
     work.mkdir()
-    p = _sub([_bin("lth-run"), *setup.args, "debug=fast", f"data.root={data_root}"], work)
+    args = [*setup.args, "debug=fast", f"data.root={data_root}"]
+    p = _sub([_bin("lth-run"), *args], work)
     assert p.returncode == 0, p.stderr[-3000:]
-    folder = work / run_folder(compose_hydra(setup.args))
+    folder = work / run_folder(compose_hydra(args))  # a debug run has a folder of its own
     records = [json.loads(x) for x in (folder / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in records] == [0, 1] and records[1]["density"] < 1
     assert sorted(p.name for p in work.iterdir()) == ["runs"]  # nothing else written into the working folder

@@ -10,7 +10,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "lth" / "conf"
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_"))
+# lth/conf/hydra/ holds lth's versions of Hydra's own groups (help text, job logging), not options users choose
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_") and p.name != "hydra")
 
 
 def _groups_table() -> dict[str, set[str]]:
