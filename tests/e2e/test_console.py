@@ -116,6 +116,7 @@ def _wait_for(proc: subprocess.Popen, pattern: str, timeout: float = 120) -> lis
     raise AssertionError(f"no line matching {pattern!r}: {''.join(seen)[-2000:]}")
 
 
+@pytest.mark.slow  # a subprocess lineage (or two) with a real signal/kill: minutes on 2 cores
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_at_a_checkpointed_step_and_the_rerun_resumes(tmp_path, data_root, sig, code):
     out = tmp_path / "run"
@@ -151,6 +152,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # a subprocess lineage (or two) with a real signal/kill: minutes on 2 cores
 def test_the_training_curve_is_whole_after_a_resume(tmp_path, data_root):
     args = ["experiment=smoke", "ticket.rounds=1", "trainer.max_steps=30", "trainer.eval_every=10",
             "trainer.checkpoint_every=10", "trainer.log_every_n_steps=5", f"data.root={data_root}"]

@@ -49,6 +49,7 @@ def uninterrupted(tmp_path_factory, data_root):
     return out
 
 
+@pytest.mark.slow  # a subprocess lineage (or two) with a real signal/kill: minutes on 2 cores
 @pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM], ids=lambda s: s.name)
 def test_a_signal_mid_round_checkpoints_there_and_the_rerun_equals_an_uninterrupted_run(
         tmp_path, data_root, uninterrupted, sig):

@@ -44,6 +44,7 @@ def offline_runs(wandb_dir: Path) -> list[Path]:
     return sorted(wandb_dir.rglob("offline-run-*"))
 
 
+@pytest.mark.slow  # CLI subprocess lineages: minutes on 2 cores
 def test_branch_from_a_path_is_one_folder_level(tmp_path: Path, data_root: Path) -> None:
     lth_run(tmp_path, data_root)
     source = named()
@@ -111,6 +112,7 @@ def test_a_finished_wandb_sweep_rerun_opens_no_new_run(tmp_path: Path, data_root
         assert [h["round"] for h in read_history(log) if "round" in h] == [0, 1]
 
 
+@pytest.mark.slow  # CLI subprocess lineages: minutes on 2 cores
 def test_debug_fast_never_lands_in_the_real_runs_folder(tmp_path: Path, data_root: Path) -> None:
     lth_run(tmp_path, data_root, "debug=fast")
     lth_run(tmp_path, data_root)  # the real run afterwards: not refused, not mixed with the debug one
