@@ -485,7 +485,7 @@ def test_documented_command_runs(workspace: Workspace, cmd: Command) -> None:
 @pytest.mark.slow
 def test_readme_multirun_runs_every_job(tmp_path: Path, data_root: Path) -> None:
     cmd = next(c for c in _by("lth-run") if c.page == "README.md" and c.multirun and "sweep=" not in c.text)
-    expected = {run_folder(compose_hydra(job)) for job in jobs(cmd)}
+    expected = {run_folder(compose_hydra([*job, "debug=fast"])) for job in jobs(cmd)}  # debug runs: own folders
     p = _sub([_bin("lth-run"), *cmd.args, "debug=fast", f"data.root={data_root}"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     found = {str(f.parent.relative_to(tmp_path)) for f in tmp_path.rglob("rounds.jsonl")}
