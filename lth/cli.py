@@ -27,6 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lth.config import Config
+from lth.preempt import exits_only
 
 ConfigStore.instance().store(name="lth_schema", node=Config)
 
@@ -181,11 +182,10 @@ def app(cfg: DictConfig) -> None:
         if multirun:
             raise  # Hydra records the failed job, runs the others, and reports the failure at the end
         raise SystemExit(f"lth-run: error: {e}") from None
-    except (Exception, SystemExit) as e:
-        from lth.lit import RunInterrupted
+    except SystemExit as e:
         from lth.preempt import Interrupted
 
-        if not isinstance(e, (RunInterrupted, Interrupted)):
+        if not isinstance(e, Interrupted):
             raise
         where = f"at step {e.step} of round {e.round}" if e.step is not None else (
             f"before round {e.round}" if e.round is not None else "")
@@ -194,6 +194,7 @@ def app(cfg: DictConfig) -> None:
         raise SystemExit(128 + e.signum) from None
 
 
+@exits_only
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 

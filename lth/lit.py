@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +21,9 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from lth.masks import MaskManager
+from lth.preempt import AGREE_EVERY, StopSignals
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 EVAL_SPLITS = ("val", "test")  # validation dataloader 0 is the val split, 1 the test split
@@ -266,72 +268,22 @@ class RNGStateCallback(pl.Callback):
                 torch.cuda.set_rng_state(state, device)
 
 
-class RunInterrupted(Exception):
-    """A run stopped by SIGINT/SIGTERM at a step boundary: `step` of round `round` is checkpointed (None: between
-    rounds, or forced by a second signal: the round resumes from its last checkpoint)."""
-
-    def __init__(self, signum: int, round: int | None = None, step: int | None = None) -> None:
-        super().__init__(f"interrupted by signal {signum}")
-        self.signum, self.round, self.step = signum, round, step
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM while `handling()`: the round stops at the next step boundary (see LastCheckpoint); a
-    second signal stops at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            raise RunInterrupted(signum)
-        self.signum = signum
-        print("\nlth-run: stopping after this step (again to stop at once)", file=sys.stderr, flush=True)
-
-    def install(self) -> None:
-        """Route SIGINT and SIGTERM to this flag (main thread only; elsewhere a no-op)."""
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self._handler)
-
-    @contextmanager
-    def handling(self) -> Iterator[StopFlag]:
-        """Install the handlers for the duration of the block, then restore the previous ones."""
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        self.install()
-        try:
-            yield self
-        finally:
-            for sig, handler in before.items():
-                signal.signal(sig, handler)
-
-    def check(self, r: int) -> None:
-        """Raise RunInterrupted before round `r` starts if a stop was requested."""
-        if self.signum is not None:
-            raise RunInterrupted(self.signum, r)
-
-
 class LastCheckpoint(pl.Callback):
-    """Writes `<dirpath>/last.ckpt` atomically every `every_n_steps` optimizer steps, and at the step where `stop`
-    was set (then raises RunInterrupted).
+    """Writes `<dirpath>/last.ckpt` atomically every `every_n_steps` optimizer steps, and at the step where a stop was
+    requested (`stop`, a lth.preempt.StopSignals: then raises lth.preempt.Interrupted).
 
     At a step followed by an evaluation the checkpoint is written after it, so a resumed round keeps that evaluation
     (Lightning does not redo it). Every rank calls `save` (Lightning's save is collective); rank 0 writes the file.
-    Loggers are flushed first, so a resumed round's CSV keeps every row up to the checkpoint.
+    Under DDP the ranks agree on a pending stop every AGREE_EVERY steps and after each evaluation (one small
+    all-reduce), never per step. Loggers are flushed first, so a resumed round's CSV keeps every row up to the
+    checkpoint. `stop` is listened to only outside `ddp_spawn` (`listen=False` there: the signal goes to the parent).
     """
 
-    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int, stop: StopFlag | None = None,
-                 r: int | None = None) -> None:
+    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int, stop: StopSignals | None = None,
+                 r: int | None = None, listen: bool = True) -> None:
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = every_n_steps
-        self.stop = stop
+        self.stop = stop if listen else None
         self.r = r
         self._saved_step = -1
 
@@ -339,26 +291,38 @@ class LastCheckpoint(pl.Callback):
         step = trainer.global_step
         return self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._saved_step
 
-    def _stopping(self) -> bool:
-        return self.stop is not None and self.stop.signum is not None
+    def _stopping(self, trainer: pl.Trainer, evaluated: bool) -> bool:
+        """Whether to stop at this step boundary: a pending signal, agreed by every rank under DDP."""
+        if self.stop is None:
+            return False
+        asked = self.stop.signum is not None
+        if trainer.world_size == 1:
+            return asked
+        if not evaluated and trainer.global_step % AGREE_EVERY:
+            return False
+        return bool(trainer.strategy.reduce_boolean_decision(asked, all=False))
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.stop is not None and trainer.world_size == 1:
-            self.stop.install()  # Lightning's own SIGTERM handler (set up for the fit) would stop without a checkpoint
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.stop is not None:
+            self.stop.install()  # over the handlers Lightning put in for the fit (they stop without a checkpoint)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if (self._due(trainer) or self._stopping()) and not _validates_after_this_batch(trainer):
-            self.save(trainer)
-            self._stop_if_asked(trainer)
+        if not _validates_after_this_batch(trainer):  # else after the step's evaluation (kept in the checkpoint)
+            self._boundary(trainer, evaluated=False)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and (self._due(trainer) or self._stopping()):
-            self.save(trainer)
-            self._stop_if_asked(trainer)
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._boundary(trainer, evaluated=True)
 
-    def _stop_if_asked(self, trainer: pl.Trainer) -> None:
-        if self.stop is not None and self.stop.signum is not None and trainer.global_step < trainer.max_steps:
-            raise RunInterrupted(self.stop.signum, self.r, trainer.global_step)
+    def _boundary(self, trainer: pl.Trainer, evaluated: bool) -> None:
+        stopping = trainer.global_step < trainer.max_steps and self._stopping(trainer, evaluated)
+        if (stopping or self._due(trainer)) and trainer.global_step != self._saved_step:
+            self.save(trainer)
+        if stopping:
+            stopped = self.stop.stop_at(self.r if self.r is not None else 0, int(trainer.global_step))
+            if trainer.is_global_zero:
+                log.warning("%s (%s)", stopped, self.path)
+            raise stopped
 
     def save(self, trainer: pl.Trainer) -> None:
         """Save now (temp file + rename)."""
@@ -567,6 +531,29 @@ def scheduler_factory(spec: Any) -> Callable[[torch.optim.Optimizer], Any] | Non
     return optimizer_factory(spec)
 
 
+# Hooks Lightning calls through `_call_callback_hooks`, which skips an attribute that is not callable; the checkpoint
+# hooks are called directly and stay.
+_SKIPPABLE_HOOKS = tuple(
+    name for name, value in vars(pl.Callback).items()
+    if callable(value) and (name.startswith("on_") or name in ("setup", "teardown"))
+    and name not in ("on_save_checkpoint", "on_load_checkpoint")
+)
+
+
+def lean(callbacks: Iterable[pl.Callback]) -> list[pl.Callback]:
+    """The callbacks with every hook they do not override set to None on the instance, so Lightning skips it.
+
+    Lightning otherwise enters a profiler context and calls the base class's no-op for each callback and hook: about
+    35 calls per training step for a lineage's callbacks, a few percent of a small network's step.
+    """
+    out = list(callbacks)
+    for cb in out:
+        for name in _SKIPPABLE_HOOKS:
+            if name not in vars(cb) and getattr(type(cb), name, None) is getattr(pl.Callback, name):
+                setattr(cb, name, None)
+    return out
+
+
 def build_trainer(t: Any, max_steps: int, callbacks: list[pl.Callback], loggers: list[Any], root_dir: str | Path,
                   single_process: bool = False) -> pl.Trainer:
     """A Trainer for one round from `trainer.*` settings `t`; `single_process`: evaluation in this process only."""
@@ -584,7 +571,7 @@ def build_trainer(t: Any, max_steps: int, callbacks: list[pl.Callback], loggers:
         enable_checkpointing=False,
         logger=[SafeLogger(lg) for lg in loggers] if loggers and not single_process else False,
         log_every_n_steps=t.log_every_n_steps,
-        callbacks=callbacks,
+        callbacks=lean(callbacks),
         accelerator=t.accelerator,
         devices=1 if single_process else t.devices,
         num_nodes=1 if single_process else t.num_nodes,

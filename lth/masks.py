@@ -80,7 +80,7 @@ class MaskManager:
         params = dict(model.named_parameters())
         self.params: list[nn.Parameter] = [params[n] for n in self.names]
         self.masks: Masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in zip(self.names, self.params)}
-        self._factors: tuple[list[Tensor], list[Tensor]] = ([], [])  # (masks, their multiplication factors)
+        self._factors: tuple[list[tuple[Tensor, int]], list[Tensor]] = ([], [])  # ((mask, version)s, factors)
         self._snapshots: dict[str, dict[str, Tensor]] = {}
         self._init_values: tuple[dict[str, Tensor] | None, torch.device | None, list[Tensor]] = (None, None, [])
         self.snapshot("init")
@@ -102,16 +102,20 @@ class MaskManager:
         return masks
 
     def _mask_factors(self) -> list[Tensor]:
-        """The masks as 0/1 multiplication factors: uint8 views of the bool masks, cached while the masks stay.
+        """The masks as 0/1 multiplication factors, cached while the masks stay the same tensors, unedited.
 
-        On CPU, float × uint8 runs the vectorised kernel and float × bool a per-element casting loop (~5× slower);
-        a view shares the mask's storage, so it costs no memory and sees in-place edits of the mask.
+        On CPU the factors are copies in the weights' dtype: float × float runs torch's vectorised kernel, ~2× faster
+        than float × uint8 and ~10× faster than float × bool (a per-element casting loop). On accelerators, where all
+        three are vectorised, they are uint8 views of the bool masks (no memory). An in-place edit of a mask bumps its
+        version counter and rebuilds the factors.
         """
         masks = self._mask_list()
+        key = [(m, m._version) for m in masks]
         cached, factors = self._factors
-        if len(cached) != len(masks) or any(a is not b for a, b in zip(cached, masks)):
-            factors = [m.view(torch.uint8) if m.dtype == torch.bool else m for m in masks]
-            self._factors = (masks, factors)
+        if len(cached) != len(key) or any(a is not b or va != vb for (a, va), (b, vb) in zip(cached, key)):
+            factors = [m.to(p.dtype) if m.device.type == "cpu" and p.is_floating_point() else
+                       m.view(torch.uint8) if m.dtype == torch.bool else m for m, p in zip(masks, self.params)]
+            self._factors = (key, factors)
         return factors
 
     @torch.no_grad()

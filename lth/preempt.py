@@ -1,107 +1,113 @@
-"""Preemption: a signal stops a training round at its current step with a checkpoint there, and the run exits.
+"""Stopping a run on a signal: the round in progress checkpoints at its current step, and the run exits.
 
-On SIGTERM (SLURM's preemption / `scancel`, `kill`), SIGUSR1 (SLURM's `--signal=USR1@N` pre-timeout warning) or
-SIGUSR2 (submitit's pre-timeout signal under `launcher=slurm`), `Preemption` finishes the step in progress, writes the
-round's `last.ckpt` at that step (after the step's evaluation, when one follows it) and raises `Interrupted`. Under DDP
-every rank stops at the same step (the ranks agree on whether any got the signal). `lth.runner.run` then hands the
-signal to the handler the process had before the round (submitit's: it requeues the job) and re-raises; `Interrupted`
-is a `SystemExit` with code 128 + the signal's number (143 for SIGTERM, 138 for SIGUSR1, 140 for SIGUSR2), so a
-scheduler sees a run stopped by the signal. Rerunning the same command resumes the round from that checkpoint to the
-same result as an uninterrupted run. Outside a round's training loop the process's own handlers (or the default
-action) apply; the run folder's atomic writes make a rerun resume from the last finished file.
+One mechanism for every stop. While a run is under way, `StopSignals` catches SIGINT (Ctrl-C), SIGTERM (SLURM's
+preemption / `scancel`, `kill`), SIGUSR1 (SLURM's `--signal=USR1@N` pre-timeout warning) and SIGUSR2 (submitit's
+pre-timeout signal under `launcher=slurm`). In a round's training `lth.lit.LastCheckpoint` sees it at the next step
+boundary, writes the round's `last.ckpt` at that step (after the step's evaluation when one follows it) and raises
+`Interrupted`; between rounds the next round's start raises it. A second signal stops at once (the round then resumes
+from its last checkpoint). Under DDP the ranks agree on whether any got a signal every `AGREE_EVERY` steps and at each
+evaluation, so all stop at the same step.
+
+`Interrupted` is a `SystemExit` with code 128 + the signal's number (130 SIGINT, 143 SIGTERM, 138 SIGUSR1, 140 SIGUSR2),
+so a scheduler sees a run stopped by the signal. `lth.runner.run` hands the signal to the handler the process had before
+the run (submitit's: it requeues the job) and re-raises. Rerunning the same command resumes the round from that
+checkpoint to the same result as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-import pytorch_lightning as pl
-
 log = logging.getLogger(__name__)
 
-PREEMPT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+AGREE_EVERY = 16  # under DDP: steps between the ranks' agreement on a pending stop (one small all-reduce each)
 
 
 class Interrupted(SystemExit):
-    """A signal stopped round `round` at optimizer step `step` (its checkpoint holds that step); exit code 128 + signum."""
+    """A signal stopped the run: round `round` at optimizer step `step` (its checkpoint holds that step), or before
+    round `round` (`step` None), or at once (both None: a second signal); exit code 128 + signum."""
 
-    def __init__(self, round: int, step: int, signum: int) -> None:
+    def __init__(self, round: int | None, step: int | None, signum: int) -> None:
         super().__init__(128 + int(signum))
         self.round, self.step, self.signum = round, step, int(signum)
-        self.previous: dict[int, Any] = {}  # the process's handlers before the round (see `hand_over`)
+        self.previous: dict[int, Any] = {}  # the process's handlers before the run (see `hand_over`)
 
     def __str__(self) -> str:
-        return (f"round {self.round} interrupted by {signal.Signals(self.signum).name} at step {self.step}; its "
-                "checkpoint is saved: rerun the same command to resume")
+        name = signal.Signals(self.signum).name
+        if self.step is not None:
+            return (f"round {self.round} interrupted by {name} at step {self.step}; its checkpoint is saved: rerun "
+                    "the same command to resume")
+        where = f" before round {self.round}" if self.round is not None else ""
+        return f"interrupted by {name}{where}: rerun the same command to resume"
 
 
-class Preemption(pl.Callback):
-    """Catches PREEMPT_SIGNALS while a round trains; at the next step boundary saves `checkpoint` and raises
-    `Interrupted`. `previous` keeps the handlers the process had when the callback was made (see `hand_over`)."""
+class StopSignals:
+    """The run's stop request: set by the first of STOP_SIGNALS while `handling()`; a second one stops at once."""
 
-    def __init__(self, r: int, checkpoint: Any) -> None:
-        self.r = r
-        self.checkpoint = checkpoint  # a lth.lit.LastCheckpoint: save(trainer) writes last.ckpt now
+    def __init__(self) -> None:
         self.signum: int | None = None
-        self.previous: dict[int, Any] = {int(s): signal.getsignal(s) for s in PREEMPT_SIGNALS}
-        self._installed: dict[int, Any] = {}
+        self.previous: dict[int, Any] = {int(s): signal.getsignal(s) for s in STOP_SIGNALS}
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is None:
-            self.signum = signum
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise self._interrupted(Interrupted(None, None, signum))
+        self.signum = signum
+        print("\nlth-run: stopping after this step (again to stop at once)", file=sys.stderr, flush=True)
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # after Lightning registered its own handlers (it does so once the fit's setup is done): ours replace them
-        if threading.current_thread() is threading.main_thread():
-            self._installed = {int(s): signal.signal(s, self._handle) for s in PREEMPT_SIGNALS}
-
-    def _restore(self) -> None:
-        for s, handler in self._installed.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        self._installed = {}
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        from lth.lit import _validates_after_this_batch
-
-        if not _validates_after_this_batch(trainer):  # else after the step's evaluation (kept in the checkpoint)
-            self._maybe_stop(trainer)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self._maybe_stop(trainer)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._maybe_stop(trainer)  # a signal during the last step
-        self._restore()
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._restore()
-
-    def _maybe_stop(self, trainer: pl.Trainer) -> None:
-        stop = self.signum is not None
-        if trainer.world_size > 1:  # every rank stops at the same step if any got the signal
-            stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
-        if not stop:
-            return
-        signum = self.signum if self.signum is not None else int(signal.SIGTERM)
-        if self.checkpoint._saved_step != trainer.global_step:
-            self.checkpoint.save(trainer)
-        self._restore()
-        stopped = Interrupted(self.r, int(trainer.global_step), signum)
+    def _interrupted(self, stopped: Interrupted) -> Interrupted:
         stopped.previous = self.previous
-        if trainer.is_global_zero:
-            log.warning("%s (%s)", stopped, self.checkpoint.path)
-        raise stopped
+        return stopped
+
+    def install(self) -> None:
+        """Route STOP_SIGNALS to this object (main thread only; elsewhere a no-op). A fit calls it again once Lightning
+        has put its own handlers in (they would stop without a checkpoint); Lightning restores ours after the fit."""
+        if threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                signal.signal(s, self._handler)
+
+    @contextmanager
+    def handling(self) -> Iterator[StopSignals]:
+        """Install the handlers for the duration of the block, then restore the process's previous ones."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        self.previous = {int(s): signal.getsignal(s) for s in STOP_SIGNALS}
+        self.install()
+        try:
+            yield self
+        finally:
+            for s, handler in self.previous.items():
+                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+    def check(self, r: int) -> None:
+        """Raise Interrupted before round `r` starts if a stop was requested."""
+        if self.signum is not None:
+            raise self._interrupted(Interrupted(r, None, self.signum))
+
+    def stop_at(self, r: int, step: int) -> Interrupted:
+        """The Interrupted of round `r` stopped at `step` (a rank without a signal of its own, stopping with the
+        others under DDP, reports SIGTERM)."""
+        return self._interrupted(Interrupted(r, step, self.signum if self.signum is not None else int(signal.SIGTERM)))
 
 
 def hand_over(stopped: Interrupted) -> None:
-    """Call the handler the process had for the signal before the round (e.g. submitit's, which requeues the job and
-    exits); nothing for the default action or an ignored signal."""
+    """Call the handler the process had for the signal before the run (e.g. submitit's, which requeues the job and
+    exits); nothing for the default actions, an ignored signal, or a handler that only ends the process
+    (`exits_only`, e.g. the CLI's own)."""
     handler: Callable[..., Any] | Any = stopped.previous.get(stopped.signum)
-    if callable(handler):
+    if callable(handler) and handler is not signal.default_int_handler and not getattr(handler, "exits_only", False):
         handler(stopped.signum, None)
+
+
+def exits_only(handler: Callable[[int, Any], Any]) -> Callable[[int, Any], Any]:
+    """Mark a signal handler that only ends the process: `hand_over` does not call it after a checkpointed stop."""
+    handler.exits_only = True  # type: ignore[attr-defined]
+    return handler

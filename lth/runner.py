@@ -25,7 +25,6 @@ from lth.lit import (
     ResumableCSVLogger,
     ResumableTrainAccuracy,
     RNGStateCallback,
-    StopFlag,
     TicketModule,
     build_trainer,
     optimizer_factory,
@@ -34,7 +33,7 @@ from lth.lit import (
 from lth.loggers import quiet_third_party, wandb_sinks
 from lth.masks import MaskManager
 from lth.plan import Plan, make_plan
-from lth.preempt import Interrupted, Preemption, hand_over
+from lth.preempt import Interrupted, StopSignals, hand_over
 from lth.record import ConsoleSink, RoundRecord, RoundSink, RunFolder, checkpoint_step, measured
 from lth.reset import RESETS, Budget, ResetInputs
 from lth.seeds import derive_seed
@@ -62,7 +61,7 @@ class Lineage:
         if sinks is None:
             sinks = [ConsoleSink(self.kind.total_rounds(cfg), label)] if writer else []
         self.console: ConsoleSink | None = next((s for s in sinks if isinstance(s, ConsoleSink)), None)
-        self.stop = StopFlag()  # SIGINT/SIGTERM during `run`: stop at the next step with a checkpoint
+        self.stop = StopSignals()  # a signal during `run`: stop at the next step with a checkpoint (lth.preempt)
         self.rounds_run = 0  # rounds trained or evaluated by this invocation
         self.folder = RunFolder(out_dir, sinks, writer=writer)
         self.defaults = config_dict(Config())  # options added since an existing run was written compare as defaults
@@ -82,7 +81,8 @@ class Lineage:
     def run(self) -> list[RoundRecord]:
         """Run (or resume) the kind's rounds, skipping finished ones; returns all round records.
 
-        SIGINT/SIGTERM stop the round at the next step with a checkpoint and raise `lth.lit.RunInterrupted`."""
+        SIGINT/SIGTERM/SIGUSR1/SIGUSR2 stop the round at the next step with a checkpoint and raise
+        `lth.preempt.Interrupted`."""
         done = len(self.folder.rounds())
         self._say(f"run folder {self.folder.path}" + (f" ({done} rounds recorded)" if done else ""))
         try:
@@ -185,13 +185,12 @@ class Lineage:
         return record
 
     def _callbacks(self, r: int) -> list[pl.Callback]:
-        last = LastCheckpoint(self.folder.checkpoint(r).parent, self.cfg.trainer.checkpoint_every, self.stop, r)
+        last = LastCheckpoint(self.folder.checkpoint(r).parent, self.cfg.trainer.checkpoint_every, self.stop, r,
+                              listen=not is_spawn(self.cfg.trainer.strategy))
         callbacks: list[pl.Callback] = [
             ResumableTrainAccuracy(), MaskingCallback(self.manager), RNGStateCallback(), last,
             *self.kind.callbacks(self, r),
         ]
-        if not is_spawn(self.cfg.trainer.strategy):  # SIGTERM/SIGUSR1/2: checkpoint at the step and stop (lth.preempt)
-            callbacks.append(Preemption(r, last))
         if self.console is not None:
             callbacks.append(ProgressCallback(self.console.round_title(r), self.console.bar))
         if self.plan.world > 1:
@@ -237,13 +236,13 @@ def run(cfg: Config, out_dir: str | Path, sinks: list[RoundSink] | None = None, 
     """Run (or resume) one lineage of any kind (IMP, branch, supermask) into `out_dir`; its round records.
 
     `label` prefixes the console's lines (a sweep's job). Raises `lth.preempt.Interrupted` (a SystemExit; `.round`,
-    `.step`) when SIGTERM/SIGUSR1/SIGUSR2 stopped a round, `lth.lit.RunInterrupted` on SIGINT."""
+    `.step`) when SIGINT/SIGTERM/SIGUSR1/SIGUSR2 stopped the run."""
     before = torch.get_num_threads()
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     try:
         return Lineage(cfg, out_dir, sinks, datamodule=datamodule, callbacks=callbacks, label=label).run()
-    except Interrupted as stopped:  # a signal stopped a round at a checkpoint: its former handler (submitit) requeues
+    except Interrupted as stopped:  # a signal stopped the run: its former handler (submitit's) requeues the job
         hand_over(stopped)
         raise
     finally:

@@ -36,6 +36,15 @@ def gpus_per_node(accelerator: Any, devices: Any) -> int | None:
     return devices_per_node(devices) if str(accelerator).lower() in GPU_ACCELERATORS else None
 
 
-for _name, _fn in (("lth_tasks_per_node", tasks_per_node), ("lth_gpus_per_node", gpus_per_node)):
+MEM_GB_PER_DEVICE = 16  # each device's process holds its own copy of the in-memory data and model
+
+
+def mem_gb(devices: Any) -> int:
+    """Memory a SLURM node must provide: MEM_GB_PER_DEVICE for each device's process on it."""
+    return MEM_GB_PER_DEVICE * devices_per_node(devices)
+
+
+for _name, _fn in (("lth_tasks_per_node", tasks_per_node), ("lth_gpus_per_node", gpus_per_node),
+                   ("lth_mem_gb", mem_gb)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)

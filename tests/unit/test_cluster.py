@@ -44,14 +44,15 @@ def hydra_compose(overrides):
 def test_slurm_launcher_requests_the_trainers_gpus_on_every_node():
     launcher = hydra_compose(["launcher=slurm", "trainer=gpu", "trainer.devices=4", "trainer.num_nodes=2"]).hydra.launcher
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
-    assert launcher.cpus_per_task >= 1
+    assert launcher.cpus_per_task >= 1 and launcher.mem_gb == 64  # 16 GB for each of the node's 4 processes
     listed = hydra_compose(["launcher=slurm", "trainer=gpu", "trainer.devices=[0,1]"]).hydra.launcher
     assert (listed.nodes, listed.tasks_per_node, listed.gpus_per_node) == (1, 2, 2)
 
 
 def test_slurm_launcher_on_cpu_asks_for_no_gpu():
     launcher = hydra_compose(["launcher=slurm", "trainer=ddp_cpu", "trainer.strategy=ddp"]).hydra.launcher
-    assert (launcher.tasks_per_node, launcher.gpus_per_node) == (2, None)
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.mem_gb) == (2, None, 32)
+    assert hydra_compose(["launcher=slurm"]).hydra.launcher.mem_gb == 16
 
 
 def test_slurm_launcher_runs_a_spawn_strategy_as_one_task_with_all_the_gpus():

@@ -176,3 +176,68 @@ def test_masks_replaced_mid_fit_keep_newly_pruned_weights_at_zero():
             assert torch.all(p.detach()[~masks[n]] == 0), n
     assert len(cb._hooks) == 1
     cb.on_fit_end(_Optimizers(optimizer), None)
+
+
+class _FakeStrategy:
+    def __init__(self, anyone: bool) -> None:
+        self.anyone, self.calls = anyone, 0
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        self.calls += 1
+        return decision or self.anyone
+
+
+class _FakeTrainer:
+    def __init__(self, step: int, world_size: int = 1, anyone: bool = False) -> None:
+        self.global_step, self.max_steps, self.world_size = step, 100, world_size
+        self.strategy = _FakeStrategy(anyone)
+        self.is_global_zero = True
+
+
+def test_a_stop_request_is_agreed_across_ranks_only_every_few_steps_and_after_evaluations(tmp_path):
+    from lth.preempt import AGREE_EVERY, Interrupted, StopSignals
+
+    stop = StopSignals()
+    ck = LastCheckpoint(tmp_path, every_n_steps=0, stop=stop, r=1)
+    saved = []
+    ck.save = lambda trainer: saved.append(trainer.global_step)
+    quiet = _FakeTrainer(AGREE_EVERY + 1, world_size=2)
+    ck._boundary(quiet, evaluated=False)  # not an agreement step: no collective at all
+    assert quiet.strategy.calls == 0 and saved == []
+    other = _FakeTrainer(2 * AGREE_EVERY, world_size=2, anyone=True)  # another rank got the signal
+    with pytest.raises(Interrupted) as e:
+        ck._boundary(other, evaluated=False)
+    assert other.strategy.calls == 1 and saved == [2 * AGREE_EVERY]
+    assert (e.value.round, e.value.step, e.value.code) == (1, 2 * AGREE_EVERY, 143)
+    evaluated = _FakeTrainer(AGREE_EVERY + 3, world_size=2)
+    ck._boundary(evaluated, evaluated=True)  # every rank evaluates at the same step: agreed there too
+    assert evaluated.strategy.calls == 1
+    single = _FakeTrainer(7)
+    stop.signum = 10  # SIGUSR1 in this process
+    with pytest.raises(Interrupted) as e:
+        ck._boundary(single, evaluated=False)  # one process: at the very next step, no collective
+    assert single.strategy.calls == 0 and saved[-1] == 7 and e.value.code == 138
+    last = _FakeTrainer(100)
+    ck._boundary(last, evaluated=False)  # the round's last step: it finishes; the next round's start stops the run
+    assert saved[-1] == 7
+
+
+def test_lean_callbacks_keep_their_own_hooks_and_drop_the_inherited_no_ops(tmp_path):
+    from lth.lit import lean
+
+    class Counter(pl.Callback):
+        def __init__(self) -> None:
+            self.steps = 0
+
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            self.steps += 1
+
+    counter, ck = Counter(), LastCheckpoint(tmp_path / "ck", every_n_steps=2)
+    lean([counter, ck])
+    assert counter.on_before_backward is None and counter.on_fit_start is None and counter.setup is None
+    assert counter.on_save_checkpoint is not None  # called directly by Lightning: kept
+    assert callable(ck.on_train_batch_end) and callable(ck.on_validation_end) and ck.on_after_backward is None
+    model, mm = make()
+    trainer([MaskingCallback(mm), counter, ck], tmp_path, max_steps=4).fit(
+        TicketModule(model, OPTIMIZERS["adam"], num_classes=3), batches(4))
+    assert counter.steps == 4 and (tmp_path / "ck" / "last.ckpt").exists()

@@ -1,4 +1,5 @@
-"""`mask0=freeze_init` keeps θ0 on the prunables' device: copied once, not once per step."""
+"""Caches on the prunables' device: θ0 for `mask0=freeze_init` (copied once, not once per step) and the masks'
+multiplication factors."""
 
 from __future__ import annotations
 
@@ -65,3 +66,22 @@ def test_the_cache_follows_a_new_snapshot_and_a_model_move() -> None:
     manager.params = [nn.Parameter(p.detach().to("meta")) for p in manager.params]
     manager.apply()
     assert {v.device.type for v in manager._init_list()} == {"meta"}
+
+
+def test_mask_factors_are_cached_in_the_weights_dtype_and_follow_an_in_place_edit() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    manager = MaskManager(model)
+    masks = {n: torch.rand(m.shape) < 0.5 for n, m in manager.masks.items()}
+    manager.set_masks(masks)
+    first = manager._mask_factors()
+    assert [f.dtype for f in first] == [torch.float32, torch.float32]
+    assert all(torch.equal(f, manager.masks[n].float()) for f, n in zip(first, manager.names))
+    assert manager._mask_factors() is first  # cached: no copy per step
+    manager.masks["0.weight"][0, 0] = not bool(manager.masks["0.weight"][0, 0])  # edited in place
+    second = manager._mask_factors()
+    assert second is not first and torch.equal(second[0], manager.masks["0.weight"].float())
+    for p in manager.params:
+        p.grad = torch.ones_like(p)
+    manager.mask_grads()
+    assert all(torch.equal(p.grad, manager.masks[n].float()) for p, n in zip(manager.params, manager.names))
