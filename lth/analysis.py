@@ -15,14 +15,9 @@ from typing import Any
 import yaml
 
 from lth.flat import flatten
+from lth.metrics import NOT_GROUPING, is_grouping_key  # the grouping rule, shared with the W&B workspace
 
 KEY_COLUMNS = ("seed", "criterion", "reset", "fraction", "scope")
-# config keys (and key prefixes) that never tell groups apart: seeds, names, output folders, logging and launching
-NOT_GROUPING = ("seed", "name", "out_dir", "logger", "launcher", "hydra", "data.root", "data.download",
-                "trainer.threads", "trainer.checkpoint_every", "trainer.log_every_n_steps")
-# a key whose last part is one of these, or ends with one of the suffixes, is a seed or a path: never a group
-_SEED_OR_PATH = ("seed", "from", "root", "dir", "path", "file")
-_SEED_OR_PATH_SUFFIXES = ("_seed", "_dir", "_path", "_file", "_root")
 
 
 # ----- records → frames
@@ -85,15 +80,9 @@ def load(path: str | os.PathLike) -> Any:
     return df.drop(columns="_cfg")
 
 
-def _not_grouping(key: str, exclude: Sequence[str]) -> bool:
-    last = key.rsplit(".", 1)[-1]
-    return (any(key == e or key.startswith(e + ".") for e in exclude) or last in _SEED_OR_PATH
-            or last.endswith(_SEED_OR_PATH_SUFFIXES))
-
-
 def group_columns(df: Any, exclude: Sequence[str] = NOT_GROUPING) -> list[str]:
     """The config columns that tell lines apart: those that vary, except seeds, names, paths, logging and launching."""
-    return [c for c in df.columns if c.startswith("cfg.") and not _not_grouping(c.split(".", 1)[1], exclude)]
+    return [c for c in df.columns if c.startswith("cfg.") and is_grouping_key(c.split(".", 1)[1], exclude)]
 
 
 def _by(df: Any, by: str | Sequence[str] | None) -> list[str]:
