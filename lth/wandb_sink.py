@@ -70,7 +70,7 @@ class WandbSink:
         self._wandb = wandb
         self._init = dict(project=project, entity=entity, group=group, job_type=job_type, name=name, tags=tags,
                           config=dict(config), mode=os.environ.get("WANDB_MODE", mode),
-                          dir=os.environ.get("WANDB_DIR", str(self.folder)), id=run_id(self.folder), resume="allow")
+                          dir=os.environ.get("WANDB_DIR") or str(self.folder), id=run_id(self.folder), resume="allow")
         self._run: Any = None
         self._failed = False
         self.table: Any = None
