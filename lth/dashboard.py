@@ -245,7 +245,11 @@ def run(args: argparse.Namespace) -> str:
         except FileNotFoundError as e:
             raise DashboardError(str(e)) from None
     elif api is not None:
-        layout = layout_from_wandb(api, entity, args.project, args.group)
+        try:
+            layout = layout_from_wandb(api, entity, args.project, args.group)
+        except Exception as e:  # noqa: BLE001  an unknown entity or project, a dropped connection
+            raise DashboardError(f"could not read the runs of {entity}/{args.project} ({type(e).__name__}: {e})") \
+                from None
     else:
         layout = Layout(group=args.group)
     if args.group_by is not None:

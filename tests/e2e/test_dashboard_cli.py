@@ -49,6 +49,10 @@ def readme_commands(program: str) -> list[list[str]]:
 
 
 def test_help(tmp_path):
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["lth-dashboard"] == "lth.dashboard:main"
     done = _run("lth-dashboard", "--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "usage: lth-dashboard" in done.stdout and "--dry-run" in done.stdout and "Tickets" in done.stdout
