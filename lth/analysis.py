@@ -15,14 +15,10 @@ from typing import Any
 import yaml
 
 from lth.flat import flatten
+from lth.metrics import DENSITY, EARLY_STOP_STEP, EARLY_STOP_TEST_ACC, NOT_GROUPING, TEST_ACC, is_grouping_key
 
 KEY_COLUMNS = ("seed", "criterion", "reset", "fraction", "scope")
-# config keys (and key prefixes) that never tell groups apart: seeds, names, output folders, logging and launching
-NOT_GROUPING = ("seed", "name", "out_dir", "logger", "launcher", "hydra", "data.root", "data.download",
-                "trainer.threads", "trainer.checkpoint_every", "trainer.log_every_n_steps")
-# a key whose last part is one of these, or ends with one of the suffixes, is a seed or a path: never a group
-_SEED_OR_PATH = ("seed", "from", "root", "dir", "path", "file")
-_SEED_OR_PATH_SUFFIXES = ("_seed", "_dir", "_path", "_file", "_root")
+# the ticket plots' names and the grouping rule (`group_columns`) come from lth.metrics, as the W&B workspace's do
 
 
 # ----- records → frames
@@ -85,15 +81,9 @@ def load(path: str | os.PathLike) -> Any:
     return df.drop(columns="_cfg")
 
 
-def _not_grouping(key: str, exclude: Sequence[str]) -> bool:
-    last = key.rsplit(".", 1)[-1]
-    return (any(key == e or key.startswith(e + ".") for e in exclude) or last in _SEED_OR_PATH
-            or last.endswith(_SEED_OR_PATH_SUFFIXES))
-
-
 def group_columns(df: Any, exclude: Sequence[str] = NOT_GROUPING) -> list[str]:
     """The config columns that tell lines apart: those that vary, except seeds, names, paths, logging and launching."""
-    return [c for c in df.columns if c.startswith("cfg.") and not _not_grouping(c.split(".", 1)[1], exclude)]
+    return [c for c in df.columns if c.startswith("cfg.") and is_grouping_key(c.split(".", 1)[1], exclude)]
 
 
 def _by(df: Any, by: str | Sequence[str] | None) -> list[str]:
@@ -284,7 +274,7 @@ def plot_vs_density(ax: Any, df: Any, metric: str, by: str | Sequence[str] | Non
     """`plot_vs` against density on a reversed log axis (densest on the left, ticked in % of weights remaining, as
     Frankle & Carbin plot it); a point per round at its mean density (`at="density"`: per density, for rows of
     different rounds at one density: branches, one-shot pruning); the y label in words for the known metrics."""
-    ax = plot_vs(ax, df, "density", metric, by, order, band, at, scale, False, **style)
+    ax = plot_vs(ax, df, DENSITY, metric, by, order, band, at, scale, False, **style)
     ax.set_xscale("log")
     if not ax.xaxis_inverted():
         ax.invert_xaxis()
@@ -385,9 +375,9 @@ def plot_all(path: str | os.PathLike, out: str | os.PathLike, formats: Sequence[
     out = Path(out)
     where = Path(path).resolve().name
     band = f"mean ± std over {_seeds(df, group_columns(df))}"
-    figures = {"accuracy_vs_density": ("test_acc", 100, "Test accuracy at the end of training"),
-               "early_stop_acc_vs_density": ("early_stop_test_acc", 100, "Test accuracy at the early-stop step"),
-               "early_stop_step_vs_density": ("early_stop_step", 1, "Early-stop step (minimum validation loss)")}
+    figures = {"accuracy_vs_density": (TEST_ACC, 100, "Test accuracy at the end of training"),
+               "early_stop_acc_vs_density": (EARLY_STOP_TEST_ACC, 100, "Test accuracy at the early-stop step"),
+               "early_stop_step_vs_density": (EARLY_STOP_STEP, 1, "Early-stop step (minimum validation loss)")}
     written = []
 
     def save(fig: Any, stem: Path) -> None:

@@ -167,8 +167,10 @@ def app(cfg: DictConfig) -> None:
             check_keys(cfg)
             config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
             dirname = _run_dir_name(hc.overrides.task)  # the lineage's folder name: its overrides that change results
-            if config.logger.run_name is None:  # the W&B run is named like the lineage's folder
-                config.logger.run_name = config.name if dirname == "defaults" else dirname
+            if config.logger.run_name is None:  # the W&B run: reset/criterion/seed, then the folder's other overrides
+                from lth.metrics import run_name
+
+                config.logger.run_name = run_name(config.ticket.reset, config.pruning.criterion, config.seed, dirname)
             from lth.validate import validate
 
             validate(config)  # before the heavy imports: the values first, then the registries' names

@@ -142,9 +142,12 @@ class LoggerConfig:
     entity: str | None = None
     mode: str = "offline"
     group: str | None = None  # None: the experiment name
-    run_name: str | None = None  # None: the CLI sets the job's overrides
+    run_name: str | None = None  # None: the CLI sets reset/criterion/seed=N and the folder's other overrides
     tags: list[str] = field(default_factory=list)
     log_masks: bool = True  # each round's mask.pt as a W&B artifact
+    # compute nodes without internet: after every round, ask `wandb-osh` on a login node to upload the offline run
+    sync_hook: bool = False
+    sync_dir: str | None = None  # the folder shared with wandb-osh (None: its default, ~/.wandb_osh_command_dir)
 
 
 @dataclass

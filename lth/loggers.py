@@ -85,15 +85,16 @@ class SafeLogger(Logger):
         self._call("after_save_checkpoint", checkpoint_callback)
 
 
-def wandb_sinks(cfg: Any, folder: str | os.PathLike, config: dict[str, Any]) -> list[Any]:
-    """The W&B mirror of a lineage (`logger.*` of config `cfg`), or none with a warning if W&B cannot start."""
+def wandb_sinks(cfg: Any, folder: str | os.PathLike, config: dict[str, Any], kind: str) -> list[Any]:
+    """The W&B mirror of a lineage (`logger.*` of config `cfg`) of experiment kind `kind` (its `job_type`; `group`:
+    the experiment name, shared by a sweep's lineages), or none with a warning if W&B cannot start."""
     lg = cfg.logger
     try:
         from lth.wandb_sink import WandbSink
 
         return [WandbSink(folder, config, project=lg.project, entity=lg.entity, mode=lg.mode,
-                          group=lg.group or cfg.name, job_type=cfg.ticket.reset, name=lg.run_name,
-                          tags=list(lg.tags), log_masks=lg.log_masks)]
+                          group=lg.group or cfg.name, job_type=kind, name=lg.run_name,
+                          tags=list(lg.tags), log_masks=lg.log_masks, sync_hook=lg.sync_hook, sync_dir=lg.sync_dir)]
     except Exception as e:  # noqa: BLE001  W&B is a mirror: without it the local record still completes
         warnings.warn(f"W&B could not start ({type(e).__name__}: {e}); continuing with the local record only",
                       RuntimeWarning, stacklevel=3)

@@ -67,7 +67,7 @@ class Lineage:
         self.defaults = config_dict(Config())  # options added since an existing run was written compare as defaults
         self.folder.check_config(self.config, self.defaults)  # another run's folder is refused before anything is built
         if cfg.logger.wandb and writer:
-            self.folder.sinks += wandb_sinks(cfg, self.folder.path, self.config)
+            self.folder.sinks += wandb_sinks(cfg, self.folder.path, self.config, self.kind.name)
         self.extra_callbacks = list(callbacks)
         self.data = datamodule if datamodule is not None else build_datamodule(cfg.data.name, **cfg.data.options(cfg.seed))
         self.data.setup("fit")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,19 @@ def _validate_values(cfg: Config) -> None:
             f"ticket.rewind_step={tk.rewind_step} must be smaller than the round's length trainer.max_steps={t.max_steps}"
         )
     _validate_branch(cfg.branch)
+    _validate_sync(cfg.logger)
+
+
+def _validate_sync(lg: Any) -> None:
+    """logger.sync_hook: it uploads a W&B run, so it needs one, logged offline, and the wandb-osh package."""
+    if not lg.sync_hook:
+        return
+    if not lg.wandb:
+        raise ValueError("logger.sync_hook=true uploads the lineage's W&B run: it needs logger=wandb")
+    if lg.mode != "offline":
+        raise ValueError(f"logger.sync_hook=true uploads offline runs: it needs logger.mode=offline, got {lg.mode!r}")
+    if importlib.util.find_spec("wandb_osh") is None:
+        raise ValueError("logger.sync_hook=true needs the wandb-osh package (pip install wandb-osh)")
 
 
 def _validate_structured(cfg: Config) -> None:

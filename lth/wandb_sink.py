@@ -14,22 +14,22 @@ from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from lth.io import atomic_write_text
-
-# Per-round metrics, logged against the `round` step metric.
-ROUND_METRICS = (
-    "density",
-    "test_acc",
-    "test_loss",
-    "val_acc",
-    "val_loss",
-    "early_stop_step",
-    "early_stop_test_acc",
-    "early_stop_val_loss",
-    "train_steps",
-    "wall_seconds",
+from lth.metrics import (
+    COMPRESSION,
+    CURVE_PREFIXES,
+    CURVE_STEP,
+    DENSITY,
+    LAYER_DENSITY,
+    MASK_OVERLAP,
+    ROUND,
+    ROUND_METRICS,
+    ROUND_TABLE,
+    TABLE_COLUMNS,
+    compression,
+    layer_density_key,
 )
-TABLE_COLUMNS = ("round", "density", "test_acc", "early_stop_step", "early_stop_test_acc", "status")
-CURVE_STEP = "train/global_step"  # cumulative over rounds, so curves of all rounds share one axis
+
+__all__ = ["CURVE_STEP", "ROUND_METRICS", "TABLE_COLUMNS", "CurveLogger", "WandbSink", "mask_overlap", "run_id"]
 
 
 def run_id(folder: str | os.PathLike) -> str:
@@ -59,15 +59,18 @@ class WandbSink:
         mode: str = "offline",
         tags: list[str] | None = None,
         log_masks: bool = True,
+        sync_hook: bool = False,
+        sync_dir: str | None = None,
     ) -> None:
         import wandb
 
         self.folder = Path(folder)
         self.log_masks = log_masks
+        self.sync = SyncTrigger(sync_dir) if sync_hook else None
         self._wandb = wandb
         self._init = dict(project=project, entity=entity, group=group, job_type=job_type, name=name, tags=tags,
                           config=dict(config), mode=os.environ.get("WANDB_MODE", mode),
-                          dir=os.environ.get("WANDB_DIR", str(self.folder)), id=run_id(self.folder), resume="allow")
+                          dir=os.environ.get("WANDB_DIR") or str(self.folder), id=run_id(self.folder), resume="allow")
         self._run: Any = None
         self._failed = False
         self.table: Any = None
@@ -83,14 +86,13 @@ class WandbSink:
                 warnings.warn(f"W&B could not start ({type(e).__name__}: {e}); continuing with the local record only",
                               RuntimeWarning, stacklevel=2)
                 return None
-            run.define_metric("round")
-            for key in ROUND_METRICS:
-                run.define_metric(key, step_metric="round")
-            run.define_metric("layer_density/*", step_metric="round")
+            run.define_metric(ROUND)
+            for key in (*ROUND_METRICS, COMPRESSION, MASK_OVERLAP):
+                run.define_metric(key, step_metric=ROUND)
+            run.define_metric(layer_density_key("*"), step_metric=ROUND)
             run.define_metric(CURVE_STEP)
-            run.define_metric("train/*", step_metric=CURVE_STEP)
-            run.define_metric("val/*", step_metric=CURVE_STEP)
-            run.define_metric("test/*", step_metric=CURVE_STEP)
+            for prefix in CURVE_PREFIXES:
+                run.define_metric(f"{prefix}*", step_metric=CURVE_STEP)
             self.table = self._wandb.Table(columns=list(TABLE_COLUMNS), log_mode="INCREMENTAL")
             self._run = run
         return self._run
@@ -120,31 +122,71 @@ class WandbSink:
 
     def on_round(self, record: Mapping[str, Any]) -> None:
         """Log a round's metrics, its table row and (optionally) its mask as an artifact."""
-        r = record["round"]
+        r = record[ROUND]
         run = self.run
         if run is None:
             return
-        data: dict[str, Any] = {"round": r}
+        data: dict[str, Any] = {ROUND: r}
         data.update({k: record[k] for k in ROUND_METRICS if record.get(k) is not None})
-        data.update({f"layer_density/{n}": d for n, d in record.get("layer_density", {}).items()})
-        self.table.add_data(*(record.get(c) for c in TABLE_COLUMNS))
-        data["rounds"] = self.table
-        run.log(data)
+        if record.get(DENSITY) is not None and compression(record[DENSITY]) is not None:
+            data[COMPRESSION] = compression(record[DENSITY])
+        data.update({layer_density_key(n): d for n, d in (record.get(LAYER_DENSITY) or {}).items()})
         mask = self.folder / f"round_{r:02d}" / "mask.pt"
+        source = _source_mask(record)
+        if source is not None and mask.exists() and source.exists():
+            data[MASK_OVERLAP] = mask_overlap(mask, source)
+        self.table.add_data(*(record.get(c) for c in TABLE_COLUMNS))
+        data[ROUND_TABLE] = self.table
+        run.log(data)
         if self.log_masks and mask.exists():
             art = self._wandb.Artifact(f"mask-{run.id}-round{r:02d}", type="mask", metadata={"round": r})
             art.add_file(str(mask))
             run.log_artifact(art)
         self._mark(r)
+        if self.sync is not None:
+            self.sync(run)
 
     def curve_logger(self, step_offset: int) -> CurveLogger:
         """A Lightning logger writing a round's training curves into this run."""
         return CurveLogger(self.run, step_offset)
 
     def close(self) -> None:
-        """Finish the run (if one was started)."""
+        """Finish the run (if one was started); with the sync hook, ask for its upload once more, finished."""
         if self._run is not None:
             self._run.finish()
+            if self.sync is not None:
+                self.sync(self._run)
+
+
+def _source_mask(record: Mapping[str, Any]) -> Path | None:
+    """The mask file a round's mask was taken from (a branch's source round), if the record names one."""
+    if record.get("branch_from") is None or record.get("branch_round") is None:
+        return None
+    return Path(record["branch_from"]) / f"round_{int(record['branch_round']):02d}" / "mask.pt"
+
+
+def mask_overlap(mask: str | os.PathLike, source: str | os.PathLike) -> float:
+    """The fraction of the weights `mask` keeps that `source` keeps too (two mask files of one model)."""
+    from lth.masks import load
+
+    a, b = load(mask), load(source)
+    kept = sum(int(m.sum()) for m in a.values())
+    both = sum(int((m & b[n]).sum()) for n, m in a.items())
+    return both / kept if kept else 0.0
+
+
+class SyncTrigger:
+    """Asks a login node's `wandb-osh` to upload an offline run (compute nodes without internet): a command file in
+    the shared folder `directory` (default: wandb-osh's `~/.wandb_osh_command_dir`) naming the run's folder."""
+
+    def __init__(self, directory: str | os.PathLike | None = None) -> None:
+        from wandb_osh.hooks import TriggerWandbSyncHook
+
+        self.hook = TriggerWandbSyncHook(*([Path(directory).expanduser()] if directory else []))
+
+    def __call__(self, run: Any) -> None:
+        """Request the upload of `run` (its offline folder: the parent of `run.dir`)."""
+        self.hook(Path(run.dir).parent)
 
 
 class CurveLogger(Logger):

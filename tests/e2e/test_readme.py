@@ -236,8 +236,8 @@ def compose_only_reason(cfg: DictConfig) -> str | None:
     choices = cfg.hydra.runtime.choices
     if cfg.data.name in FILE_DATA:
         return f"data={cfg.data.name} needs torchvision's files"
-    if choices.get("launcher") == "slurm":
-        return "launcher=slurm needs a SLURM cluster"
+    if str(choices.get("launcher") or "").startswith("slurm"):
+        return f"launcher={choices.get('launcher')} needs a SLURM cluster"
     if choices.get("trainer") == "gpu":
         return "trainer=gpu needs a GPU"
     return None

@@ -54,7 +54,7 @@ def test_lth_run_passes_a_typed_config_and_the_job_folder(lth_run, tmp_path):
     [(config, out_dir)] = lth_run("experiment=smoke", "seed=3", "ticket.rounds=2")
     assert isinstance(config, Config) and (config.name, config.seed, config.ticket.rounds) == ("smoke", 3, 2)
     assert out_dir == tmp_path / "job"
-    assert config.logger.run_name == "seed=3,ticket.rounds=2"  # experiment is not part of the name
+    assert config.logger.run_name == "rewind/large_final/seed=3 ticket.rounds=2"  # experiment is not part of it
 
 
 def test_out_dir_and_run_name_given_are_kept(lth_run, tmp_path):

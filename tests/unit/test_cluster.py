@@ -238,3 +238,13 @@ def test_recommended_multi_gpu_presets_keep_their_processes_across_rounds():
     # ddp keeps the launched processes for the whole lineage; a spawn strategy starts new ones for every round's fit
     assert not dist.is_spawn(one_node.trainer.strategy) and not dist.is_spawn(cluster.trainer.strategy)
     assert dist.is_spawn(compose_config(["trainer=ddp_cpu"]).trainer.strategy)
+
+
+# ----- 14: offline W&B on compute nodes, uploaded by wandb-osh on a login node
+def test_slurm_wandb_sync_is_slurm_with_an_offline_run_and_the_sync_hook():
+    cfg = hydra_compose(["launcher=slurm_wandb_sync", "trainer=gpu", "trainer.devices=2", "logger.sync_dir=/shared/osh"])
+    slurm = hydra_compose(["launcher=slurm", "trainer=gpu", "trainer.devices=2"])
+    assert cfg.hydra.launcher == slurm.hydra.launcher  # the same jobs as launcher=slurm
+    assert (cfg.logger.wandb, cfg.logger.mode, cfg.logger.sync_hook, cfg.logger.sync_dir) == (
+        True, "offline", True, "/shared/osh")
+    assert not compose_config(["launcher=slurm"]).logger.sync_hook  # plain slurm leaves W&B as it was

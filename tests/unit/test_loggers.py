@@ -70,3 +70,18 @@ def test_each_method_warns_on_its_own_first_failure():
         safe.finalize("failed")
     assert ["log_metrics" in str(w.message) for w in caught] == [True, False]
     assert safe.failures == {"log_metrics": 1, "finalize": 1}
+
+
+# ----- the W&B mirror's start-up: group, name and job_type of a lineage's run
+def test_the_wandb_run_is_grouped_named_and_typed_by_its_kind(tmp_path, smoke_config):
+    from lth.loggers import wandb_sinks
+
+    cfg = smoke_config("logger=wandb", "logger.run_name='rewind/large_final/seed=0'", "logger.sync_hook=true",
+                       f"logger.sync_dir={tmp_path / 'osh'}")
+    for kind in ("lineage", "branch", "instability"):  # any registered kind's name, with no edit here
+        (sink,) = wandb_sinks(cfg, tmp_path / kind, {}, kind)
+        init = sink._init
+        assert (init["group"], init["job_type"], init["name"]) == ("smoke", kind, "rewind/large_final/seed=0")
+        assert sink.sync is not None and sink.sync.hook.communication_dir == tmp_path / "osh"
+    cfg.logger.group = "mine"
+    assert wandb_sinks(cfg, tmp_path / "x", {}, "lineage")[0]._init["group"] == "mine"

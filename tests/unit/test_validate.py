@@ -115,3 +115,21 @@ def test_check_schedule_overrides_and_global_pool():
         check_schedule({"a": 2, "b": 1, "c": 2}, 0.75, rounds=3, scope="global", overrides={"b": 0.0}, unit="unit")
     with pytest.raises(ValueError, match=re.escape("layer 'b' (1 weights) with none by round 1")):
         check_schedule({"a": 2, "b": 1}, 0.5, rounds=1, overrides={"b": 0.9})
+
+
+# ----- logger.sync_hook: an upload of the offline W&B run through wandb-osh
+def test_the_sync_hook_needs_an_offline_wandb_run():
+    validate(config(logger__wandb=True, logger__sync_hook=True))
+    with pytest.raises(ValueError, match=r"logger.sync_hook=true uploads the lineage's W&B run: it needs logger=wandb"):
+        validate(config(logger__sync_hook=True))
+    with pytest.raises(ValueError, match=r"it needs logger.mode=offline, got 'online'"):
+        validate(config(logger__wandb=True, logger__mode="online", logger__sync_hook=True))
+
+
+def test_the_sync_hook_needs_wandb_osh(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb_osh" else real(name, *a))
+    with pytest.raises(ValueError, match=r"needs the wandb-osh package \(pip install wandb-osh\)"):
+        validate(config(logger__wandb=True, logger__sync_hook=True))

@@ -45,3 +45,18 @@ def test_a_failing_wandb_warns_and_the_local_record_completes(tmp_path, data_roo
     with pytest.warns(RuntimeWarning, match="W&B could not start.*disk full"):
         records = run(cfg, tmp_path / "run", sinks=None)
     assert [r["round"] for r in records] == [0, 1]
+
+
+def test_mask_overlap_is_the_share_of_kept_weights_the_source_keeps_too(tmp_path):
+    import torch
+
+    from lth.masks import save
+    from lth.wandb_sink import mask_overlap
+
+    a = {"w": torch.tensor([[1, 1, 0], [1, 0, 1]], dtype=torch.bool), "v": torch.tensor([1, 0], dtype=torch.bool)}
+    b = {"w": torch.tensor([[1, 0, 0], [1, 1, 1]], dtype=torch.bool), "v": torch.tensor([0, 1], dtype=torch.bool)}
+    save(a, tmp_path / "a.pt")
+    save(b, tmp_path / "b.pt")
+    assert mask_overlap(tmp_path / "a.pt", tmp_path / "b.pt") == 3 / 5  # kept by a: 5; by both: (0,0) (1,0) (1,2)
+    assert mask_overlap(tmp_path / "b.pt", tmp_path / "a.pt") == 3 / 5
+    assert mask_overlap(tmp_path / "a.pt", tmp_path / "a.pt") == 1.0
