@@ -155,7 +155,6 @@ class GradualPruning(pl.Callback):
         self.save = save
         self.steps = schedule.steps()
         self.entries: list[dict[str, Any]] = []
-        self.module: Any = None  # the LightningModule of the fit (its evaluation history)
         self._next = 0
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -164,7 +163,6 @@ class GradualPruning(pl.Callback):
             raise RuntimeError("gradual pruning needs the MaskingCallback of the same manager in the Trainer")
         for cb in masking:
             cb.expect_mask_changes()
-        self.module = pl_module
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step = trainer.global_step  # > 0 when resumed: the steps before it are done (their masks came with the state)
@@ -174,11 +172,11 @@ class GradualPruning(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         if self._next < len(self.steps) and trainer.global_step >= self.steps[self._next]:
-            self.prune(self.steps[self._next])
+            self.prune(self.steps[self._next], save=trainer.is_global_zero)
             self._next += 1
 
-    def prune(self, t: int) -> dict[str, Tensor]:
-        """Prune to s_t now (the masks of pruning step `t`), enforce, save and log them."""
+    def prune(self, t: int, save: bool = True) -> dict[str, Tensor]:
+        """Prune to s_t now (the masks of pruning step `t`), enforce and log them; `save`: hand them to `save`."""
         from lth.distributed import agree
 
         manager = self.manager
@@ -189,7 +187,7 @@ class GradualPruning(pl.Callback):
         scores = score(self.criterion, w_init, current, generator=gen, masks=manager.masks)
         new = agree(prune_to_density(scores, manager.masks, target, self.scope))
         manager.set_masks(new)  # newly pruned weights are their mask-0 value from here on
-        if self.save is not None:
+        if save and self.save is not None:
             self.save(t, manager.masks)
         kept = {n: int(m.sum()) for n, m in manager.masks.items()}
         self.entries.append({"step": t, "target": float(target), "density": sum(kept.values()) / manager.numel(),

@@ -31,6 +31,20 @@ def step_mask_path(round_dir: Path, step: int) -> Path:
     return round_dir / "masks" / f"step_{step:06d}.pt"
 
 
+class StepMasks:
+    """Saves the mask of each pruning step into a round folder (a plain object: it travels to spawned workers)."""
+
+    def __init__(self, round_dir: Path, writer: bool = True) -> None:
+        self.round_dir = round_dir
+        self.writer = writer
+
+    def __call__(self, step: int, masks: Mapping[str, Tensor]) -> None:
+        from lth import masks as masks_io
+
+        if self.writer:
+            masks_io.save(masks, step_mask_path(self.round_dir, step))
+
+
 @register_kind
 class GradualKind(Kind):
     """gradual.final_density=<s_f>: train once, pruning to s_t every gradual.every steps from gradual.start_step."""
@@ -82,18 +96,11 @@ class GradualKind(Kind):
     def callbacks(self, lineage: Lineage, r: int) -> list[pl.Callback]:
         from lth.gradual import GradualPruning, Schedule
 
-        cfg, folder = lineage.cfg, lineage.folder
-        p = cfg.pruning
-
-        def save(step: int, masks: Mapping[str, Tensor]) -> None:
-            from lth import masks as masks_io
-
-            if folder.writer:
-                masks_io.save(masks, step_mask_path(folder.round_dir(r), step))
-
+        cfg, p = lineage.cfg, lineage.cfg.pruning
+        saver = StepMasks(lineage.folder.round_dir(r), lineage.folder.writer)
         self.pruning: GradualPruning = GradualPruning(
             lineage.manager, Schedule.from_config(cfg.gradual), p.criterion, _value(p.scope),
-            seed=p.seed if p.seed is not None else cfg.seed, save=save)
+            seed=p.seed if p.seed is not None else cfg.seed, save=saver)
         return [self.pruning]
 
     def record_fields(self, lineage: Lineage, r: int) -> dict[str, Any]:
@@ -101,7 +108,7 @@ class GradualKind(Kind):
 
         g = lineage.cfg.gradual
         # early stop among the evaluations at the final density: earlier ones measured a denser network
-        best = early_stop_after(self.pruning.module.history, self.pruning.schedule.end)
+        best = early_stop_after(lineage.module.history, self.pruning.schedule.end)
         return {"kind": self.name, "fraction": None, "reset": "none", "target_density": g.final_density,
                 "early_stop_step": best.get("step"),
                 **{f"early_stop_{k}": best.get(k) for k in ("test_acc", "val_loss", "val_acc")},

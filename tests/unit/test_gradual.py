@@ -1,6 +1,7 @@
 """Gradual magnitude pruning: the cubic schedule and its exact counts, selection to a density, and the callback that
 prunes while a Trainer trains (masks only shrink; pruned weights stay 0 under every optimizer, across pruning steps)."""
 
+import itertools
 from fractions import Fraction
 
 import pytest
@@ -63,8 +64,8 @@ def test_kept_count_rounds_half_to_even_on_the_exact_product():
         ({"prunings": 0}, r"gradual.prunings \(n, the number of pruning steps\) must be >= 1, got 0"),
         ({"every": 0}, r"gradual.every \(Δt, steps between pruning steps\) must be >= 1, got 0"),
         ({"start": -1}, r"gradual.start_step \(t0\) must be >= 0, got -1"),
-        ({"start": 20}, r"gradual schedule ends at step 40 = gradual.start_step 20 \+ gradual.prunings 4 × "
-                        r"gradual.every 5, not before the end of training trainer.max_steps=40"),
+        ({"start": 20}, (r"gradual schedule ends at step 40 = gradual.start_step 20 \+ gradual.prunings 4 × "
+                         r"gradual.every 5, not before the end of training trainer.max_steps=40")),
     ],
 )
 def test_bad_schedules_are_refused_naming_the_option(changes, message):
@@ -211,7 +212,7 @@ def test_kept_counts_at_each_step_are_the_hand_computed_ones(tmp_path):
     assert [e["density"] for e in pruning.entries] == [35 / 72, 15 / 72, 8 / 72, 7 / 72]
     # each step's mask was handed to `save`, and each is contained in the one before
     assert [t for t, _ in saved] == [15, 20, 25, 30]
-    for (_, before), (_, after) in zip(saved, saved[1:]):
+    for (_, before), (_, after) in itertools.pairwise(saved):
         assert all(not bool((after[n] & ~before[n]).any()) for n in after)
     assert all(torch.equal(saved[-1][1][n], manager.masks[n]) for n in manager.names)
 
@@ -237,7 +238,7 @@ def test_the_smallest_magnitudes_go_at_a_pruning_step():
 @pytest.mark.parametrize("optimizer", ["sgd_momentum_wd", "adam_fused"])
 def test_a_fit_resumed_between_pruning_steps_keeps_pruned_weights_at_zero(tmp_path, optimizer):
     fit(tmp_path, optimizer, stop=22)  # pruned at 15 and 20; the optimizer state of those weights is not zero
-    manager, pruning = fit(tmp_path, optimizer, resume=tmp_path / "last.ckpt")  # EveryStep checks steps 23..35
+    _, pruning = fit(tmp_path, optimizer, resume=tmp_path / "last.ckpt")  # EveryStep checks steps 23..35
     assert [e["step"] for e in pruning.entries] == [15, 20, 25, 30]  # the first two came with the checkpoint
     assert [e["kept"] for e in pruning.entries] == [35, 15, 8, 7]
 

@@ -1,6 +1,7 @@
 """The gradual kind end to end on digits: exact kept counts at each pruning step, the step masks and the record, bad
 schedules refused before anything is written, and a run killed between two pruning steps resumes bit for bit."""
 
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -81,7 +82,7 @@ def test_each_step_mask_is_saved_and_masks_only_shrink(reference):
     step_masks = [masks_lib.load(folder / "masks" / f"step_{t:06d}.pt") for t in STEPS]
     assert sorted(p.name for p in (folder / "masks").iterdir()) == [f"step_{t:06d}.pt" for t in STEPS]
     assert [counts(m) for m in step_masks] == KEPT
-    for before, after in zip(step_masks, step_masks[1:]):
+    for before, after in itertools.pairwise(step_masks):
         assert all(not bool((after[n] & ~before[n]).any()) for n in after)
     final = masks_lib.load(folder / "mask.pt")
     assert all(torch.equal(final[n], step_masks[-1][n]) for n in final)
