@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lth import masks as masks_lib
 
@@ -60,3 +61,27 @@ def test_a_bad_schedule_is_one_error_line_and_no_folder(tmp_path):
     assert ("lth-run: error: gradual schedule ends at step 500 = gradual.start_step 300 + gradual.prunings 10 × "
             "gradual.every 20, not before the end of training trainer.max_steps=400") in p.stderr
     assert not list(tmp_path.rglob("config.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp_fork", "ddp_spawn"])
+def test_a_gradual_run_in_two_processes_records_what_one_process_does(tmp_path, data_root, strategy):
+    from lth.cli import compose_config
+    from lth.runner import run
+
+    args = ["experiment=smoke", f"data.root={data_root}", "ticket.rounds=0", "trainer.max_steps=40",
+            "gradual.final_density=0.1", "gradual.start_step=10", "gradual.every=5", "gradual.prunings=4"]
+    (ddp,) = run(compose_config([*args, "trainer=ddp_cpu", f"trainer.strategy={strategy}"]), tmp_path / "ddp",
+                 sinks=[])
+    (one,) = run(compose_config(args), tmp_path / "one", sinks=[])
+    # the workers' schedule, masks and evaluations came back to the process that writes the record
+    assert [(e["step"], e["kept"]) for e in ddp["gradual_schedule"]] == \
+        [(e["step"], e["kept"]) for e in one["gradual_schedule"]] == [(15, 1136), (20, 503), (25, 270), (30, 237)]
+    assert ddp["density"] == one["density"] == 237 / 2368 and ddp["early_stop_step"] == one["early_stop_step"] == 40
+    files = sorted(str(p.relative_to(tmp_path / "ddp")) for p in (tmp_path / "ddp").rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(tmp_path / "one")) for p in (tmp_path / "one").rglob("*") if p.is_file())
+    final = masks_lib.load(tmp_path / "ddp" / "round_00" / "mask.pt")
+    last = masks_lib.load(tmp_path / "ddp" / "round_00" / "masks" / "step_000030.pt")
+    assert all(torch.equal(final[n], last[n]) for n in final)
+    w = torch.load(tmp_path / "ddp" / "round_00" / "trained.pt", weights_only=True)
+    assert all(torch.all(w[n][~final[n]] == 0) for n in final)
