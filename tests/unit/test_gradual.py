@@ -250,3 +250,23 @@ def test_without_re_masking_a_resumed_fit_moves_pruned_weights_under_momentum(tm
     monkeypatch.setattr(MaskingCallback, "expect_mask_changes", lambda self: None)
     with pytest.raises(AssertionError, match="a pruned weight moved at step 23"):
         fit(tmp_path, "sgd_momentum_wd", resume=tmp_path / "last.ckpt")
+
+
+@pytest.mark.parametrize("criterion", ["random", "movement", "large_init", "magnitude_increase"])
+def test_every_criterion_prunes_to_the_exact_counts_and_random_draws_are_seeded_per_step(criterion):
+    def masks_at(step, seed):
+        torch.manual_seed(0)
+        manager = MaskManager(Net())
+        with torch.no_grad():  # trained weights differ from θ0, so the init-based criteria differ from magnitude
+            for p in manager.params:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.1)
+        return GradualPruning(manager, SCHEDULE, criterion, "layerwise", seed=seed).prune(step)
+
+    a = masks_at(15, 0)
+    assert {n: int(m.sum()) for n, m in a.items()} == {"fc1.weight": 23, "fc2.weight": 12}
+    b = masks_at(15, 0)
+    assert all(torch.equal(a[n], b[n]) for n in a)  # a resumed run draws the same
+    if criterion == "random":
+        c, d = masks_at(15, 1), masks_at(20, 0)
+        assert not all(torch.equal(a[n], c[n]) for n in a)  # another seed, other draws
+        assert {n: int(m.sum()) for n, m in d.items()} == {"fc1.weight": 10, "fc2.weight": 5}
