@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -190,6 +191,10 @@ class GradualPruning(pl.Callback):
         if save and self.save is not None:
             self.save(t, manager.masks)
         kept = {n: int(m.sum()) for n, m in manager.masks.items()}
+        emptied = [n for n, k in kept.items() if k == 0]
+        if emptied:
+            warnings.warn(f"gradual pruning step {t}: layers {emptied} keep no weights (layer collapse)",
+                          RuntimeWarning, stacklevel=2)
         self.entries.append({"step": t, "target": float(target), "density": sum(kept.values()) / manager.numel(),
                          "kept": sum(kept.values()),
                          "layer_density": {n: k / manager.masks[n].numel() for n, k in kept.items()}})

@@ -270,3 +270,15 @@ def test_every_criterion_prunes_to_the_exact_counts_and_random_draws_are_seeded_
         c, d = masks_at(15, 1), masks_at(20, 0)
         assert not all(torch.equal(a[n], c[n]) for n in a)  # another seed, other draws
         assert {n: int(m.sum()) for n, m in d.items()} == {"fc1.weight": 10, "fc2.weight": 5}
+
+
+def test_a_global_step_that_empties_a_layer_warns_of_layer_collapse():
+    torch.manual_seed(0)
+    model = Net()
+    with torch.no_grad():
+        model.fc2.weight.mul_(1e-6)  # every fc2 weight below every fc1 weight
+    pruning = GradualPruning(MaskManager(model), SCHEDULE, "large_final", "global")
+    with pytest.warns(RuntimeWarning, match=r"gradual pruning step 30: layers \['fc2.weight'\] keep no weights"):
+        masks = pruning.prune(30)  # the pool keeps round(7.2) = 7, all in fc1
+    assert (int(masks["fc1.weight"].sum()), int(masks["fc2.weight"].sum())) == (7, 0)
+    assert pruning.entries[-1]["layer_density"]["fc2.weight"] == 0.0
