@@ -351,6 +351,46 @@ def density_report(df: Any, by: str, order: Sequence[Any], title: str,
     return body, fig
 
 
+# ----- gradual pruning
+
+def gradual_schedule(df: Any) -> Any:
+    """One row per pruning step of each gradual run in `df` (`load`'s frame): lineage, step, target and reached
+    density, kept weights, per-layer densities, and the run's `cfg.*` columns, final density and test accuracy."""
+    import pandas as pd
+
+    rows = []
+    keep = [c for c in df.columns if c.startswith("cfg.")]
+    for _, run in (df[df["gradual_schedule"].notna()] if "gradual_schedule" in df else df.iloc[:0]).iterrows():
+        base = {"lineage": run["lineage"], **{c: run[c] for c in keep},
+                "final_density": run["density"], "final_test_acc": run.get("test_acc")}
+        for e in run["gradual_schedule"]:
+            rows.append({**base, **{k: e[k] for k in ("step", "target", "density", "kept")},
+                         **{f"layer_density.{n}": d for n, d in (e.get("layer_density") or {}).items()}})
+    return pd.DataFrame(rows, columns=None if rows else ["lineage", "step", "target", "density", "kept"])
+
+
+def plot_density_vs_step(ax: Any, df: Any, label: str | None = None) -> Any:
+    """The density of each gradual run in `df` against the training step: 100% until its first pruning step, each
+    pruning step's reached density until the next, the final one to the end of training (log axis in %); a line per
+    lineage, labelled by `label` (a column of `df`, default the lineage)."""
+    if ax is None:
+        ax = subplots(1, 6, 4)[1][0]
+    runs = df[df["gradual_schedule"].notna()] if "gradual_schedule" in df else df.iloc[:0]
+    values = [1.0]
+    for _, run in runs.iterrows():
+        steps = [0] + [e["step"] for e in run["gradual_schedule"]] + [int(run["train_steps"])]
+        dens = [1.0] + [e["density"] for e in run["gradual_schedule"]]
+        dens.append(dens[-1])
+        values += dens
+        ax.step(steps, dens, where="post", label=str(run[label] if label else run["lineage"]))
+    ax.set_yscale("log")
+    percent_log_axis(ax.yaxis, values)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("weights remaining (%)")
+    ax.grid(alpha=0.3)
+    return ax
+
+
 # ----- lth-plot
 
 def _file_name(lineage: str) -> str:
@@ -368,7 +408,8 @@ def _seeds(df: Any, by: Sequence[str]) -> str:
 
 def plot_all(path: str | os.PathLike, out: str | os.PathLike, formats: Sequence[str] = ("png",)) -> list[Path]:
     """Accuracy vs density, early-stop accuracy and step vs density (one line per group of `group_columns`, mean ±
-    std over seeds), and a per-layer density figure per lineage (`layer_density/<lineage>.<fmt>`)."""
+    std over seeds), and a per-layer density figure per lineage (`layer_density/<lineage>.<fmt>`); with gradual runs,
+    their density against the training step (`density_vs_step.<fmt>`)."""
     df = load(path)
     if df.empty:
         raise ValueError(f"no finished rounds at {path}")
@@ -392,6 +433,12 @@ def plot_all(path: str | os.PathLike, out: str | os.PathLike, formats: Sequence[
         plot_vs_density(ax, df, metric, scale=scale, legend=True)
         ax.set_title(f"{title} — {where} ({band})", fontsize=10)
         save(fig, out / name)
+    if "gradual_schedule" in df and df["gradual_schedule"].notna().any():  # gradual runs: their density schedules
+        fig, (ax,) = subplots(1, 6.5, 4.2)
+        plot_density_vs_step(ax, df)
+        legend_below(ax)
+        ax.set_title(f"Density during training — {where}", fontsize=10)
+        save(fig, out / "density_vs_step")
     for lineage in dict.fromkeys(df["lineage"]):
         fig, (ax,) = subplots(1, 6.5, 4.2)
         plot_layer_density(df, lineage, ax)

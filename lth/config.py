@@ -118,6 +118,18 @@ class TicketConfig:
 
 
 @dataclass
+class GradualConfig:
+    """Gradual magnitude pruning (Zhu & Gupta 2017): the density during one training run follows
+    s_t = s_f + (s_i − s_f)(1 − (t − t0)/(n·Δt))³ at steps t = t0, t0 + Δt, ..., t0 + n·Δt."""
+
+    final_density: float | None = None  # s_f; set: the run is the `gradual` kind
+    initial_density: float = 1.0  # s_i, reached at start_step
+    start_step: int = 100  # t0 (optimizer steps)
+    every: int = 50  # Δt (optimizer steps between pruning steps)
+    prunings: int = 10  # n: pruning steps after start_step; the last at start_step + prunings × every
+
+
+@dataclass
 class TrainerConfig:
     max_steps: int = 1000
     eval_every: int = 100  # evaluate val + test every this many steps (LTH's early-stop check)
@@ -167,6 +179,7 @@ class Config:
     # from (a finished run's folder), round (which of its rounds), random_mask (same per-layer counts, random positions)
     branch: Any = field(default_factory=lambda: dict(BRANCH_DEFAULTS))
     supermask: SupermaskConfig = field(default_factory=SupermaskConfig)
+    gradual: GradualConfig = field(default_factory=GradualConfig)
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:

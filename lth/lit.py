@@ -202,6 +202,15 @@ class MaskingCallback(pl.Callback):
         self._hooks: list[Any] = []
         self._unhooked: list[torch.optim.Optimizer] = []
         self._masks: Any = None
+        self._changing = False
+
+    def expect_mask_changes(self) -> None:
+        """Re-mask after every optimizer step of this fit: its masks change during training (gradual pruning), and a
+        fit resumed from a checkpoint restores the non-zero optimizer state of weights pruned before it."""
+        self._changing = True
+        for optimizer in self._unhooked:
+            self._hook(optimizer)
+        self._unhooked.clear()
 
     def _hook(self, optimizer: torch.optim.Optimizer) -> None:
         self._hooks.append(optimizer.register_step_post_hook(lambda *_: self.manager.apply()))
@@ -210,7 +219,7 @@ class MaskingCallback(pl.Callback):
         self.manager.apply()
         self._masks = self.manager.masks
         for optimizer in trainer.optimizers:
-            if self.manager.mask0 == "zero" and type(optimizer) in ZERO_PRESERVING_OPTIMIZERS:
+            if self.manager.mask0 == "zero" and type(optimizer) in ZERO_PRESERVING_OPTIMIZERS and not self._changing:
                 self._unhooked.append(optimizer)
             else:
                 self._hook(optimizer)

@@ -25,7 +25,8 @@ from lth.io import atomic_torch_save, atomic_write_text, read_jsonl, remove_stal
 
 RESULT_FILES = ("rounds.jsonl", "snapshots.pt")
 # where this folder's writers leave temp files if killed (only these: other runs' folders may be nested inside)
-TEMP_FILES = (".*.tmp", "round_*/.*.tmp", "round_*/checkpoints/.*.tmp")  # besides round_XX folders: a folder holding these holds results
+# besides round_XX folders: a folder holding these holds results
+TEMP_FILES = (".*.tmp", "round_*/.*.tmp", "round_*/checkpoints/.*.tmp", "round_*/masks/.*.tmp")
 
 
 RECORD_VERSION = 2  # 1: the records written before `record_version` existed (same fields, read the same way)

@@ -148,6 +148,7 @@ class Lineage:
             steps = strategy.steps(Budget(t.max_steps, self.plan.flops_dense, pruned, tk.scratch_cap, tk.finetune_steps))
             optimizer = strategy.optimizer(optimizer, tk.finetune_lr)
         module = TicketModule(self.model, optimizer, self.data.num_classes, scheduler_factory(cfg.scheduler))
+        self.module = module  # the round's evaluations, for the kind's record_fields
         ckpt = folder.resume_point(r, self.model.state_dict(), self.manager.names)
         resume_step = checkpoint_step(ckpt) if ckpt is not None else None
         if resume_step is not None:

@@ -29,6 +29,8 @@ RUNS: list[tuple[str, list[str]]] = [
     ("branch_reshuffle", ["experiment=smoke", "branch.from={root}/smoke", "branch.round=2", "ticket.reset=reshuffle"]),
     ("continue", ["experiment=smoke", "ticket.rounds=2", "ticket.reset=continue", "ticket.finetune_lr=0.0005",
                   "ticket.finetune_steps=15"]),
+    ("gradual", ["experiment=gmp_digits", "trainer.max_steps=40", "trainer.eval_every=20", "trainer.checkpoint_every=20",
+                 "gradual.start_step=10", "gradual.every=5", "gradual.prunings=4"]),
     ("edge_popup", ["experiment=supermask_digits", "trainer.max_steps=40", "trainer.eval_every=20",
                     "trainer.checkpoint_every=20"]),
     ("bernoulli", ["experiment=supermask_digits", "supermask=bernoulli", "trainer.max_steps=40",
@@ -71,6 +73,8 @@ def fingerprint(folder: Path) -> dict[str, Any]:
     for d in sorted(folder.glob("round_*")):
         if (d / "mask.pt").exists():
             fp[f"{d.name}/mask"] = _digest(masks.load(d / "mask.pt"))
+        for step in sorted((d / "masks").glob("step_*.pt")):  # a gradual run's mask at each pruning step
+            fp[f"{d.name}/masks/{step.name}"] = _digest(masks.load(step))
         if (d / "trained.pt").exists():
             fp[f"{d.name}/trained"] = _digest(torch.load(d / "trained.pt", weights_only=True))
     if (folder / "snapshots.pt").exists():

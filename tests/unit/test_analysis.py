@@ -319,3 +319,33 @@ def test_results_folder_takes_a_relative_path_from_where_the_command_was_typed(t
     monkeypatch.setenv("LTH_RESULTS", "runs/none")
     with pytest.raises(FileNotFoundError, match="no results at runs/none"):
         analysis.results_folder()
+
+
+def _gradual_folder(path: Path, final: float, acc: float) -> None:
+    """A gradual run's folder as the gradual kind writes it: config.yaml and one record with its schedule."""
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "gradual": {"final_density": final}}))
+    schedule = [{"step": 10, "target": 0.5, "density": 0.5, "kept": 50, "layer_density": {"fc.weight": 0.5}},
+                {"step": 20, "target": final, "density": final, "kept": int(100 * final),
+                 "layer_density": {"fc.weight": final}}]
+    record = {"round": 0, "density": final, "layer_density": {"fc.weight": final}, "test_acc": acc,
+              "train_steps": 40, "kind": "gradual", "gradual_schedule": schedule, "record_version": 2}
+    (path / "rounds.jsonl").write_text(json.dumps(record) + "\n")
+
+
+def test_gradual_schedules_as_rows_and_density_against_step(tmp_path):
+    _gradual_folder(tmp_path / "runs" / "a", 0.1, 0.8)
+    _gradual_folder(tmp_path / "runs" / "b", 0.2, 0.9)
+    df = analysis.load(tmp_path / "runs")
+    rows = analysis.gradual_schedule(df)
+    assert rows[["lineage", "step", "density", "kept", "cfg.gradual.final_density"]].values.tolist() == [
+        ["a", 10, 0.5, 50, 0.1], ["a", 20, 0.1, 10, 0.1], ["b", 10, 0.5, 50, 0.2], ["b", 20, 0.2, 20, 0.2]]
+    assert rows["final_test_acc"].tolist() == [0.8, 0.8, 0.9, 0.9]
+    assert rows["layer_density.fc.weight"].tolist() == [0.5, 0.1, 0.5, 0.2]
+    ax = analysis.plot_density_vs_step(None, df, label="cfg.gradual.final_density")
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["0.1", "0.2"]
+    assert list(lines[0].get_xdata()) == [0, 10, 20, 40] and list(lines[0].get_ydata()) == [1.0, 0.5, 0.1, 0.1]
+    assert analysis.gradual_schedule(df[df["lineage"] == "none"]).empty
+    written = analysis.plot_all(tmp_path / "runs", tmp_path / "plots")
+    assert tmp_path / "plots" / "density_vs_step.png" in written

@@ -17,7 +17,7 @@ def cfg(data_root, *overrides):
 
 
 def test_registered_kinds():
-    assert set(KINDS) == {"lineage", "branch", "heuristic_supermask", "learned_supermask"}
+    assert set(KINDS) == {"lineage", "branch", "heuristic_supermask", "learned_supermask", "gradual"}
 
 
 def test_kind_selection(data_root, tmp_path):
@@ -25,6 +25,7 @@ def test_kind_selection(data_root, tmp_path):
     assert kind_for(cfg(data_root, f"branch.from={tmp_path}", "branch.round=1")).name == "branch"
     assert kind_for(cfg(data_root, "supermask=edge_popup")).name == "learned_supermask"
     assert kind_for(cfg(data_root, "supermask=heuristic")).name == "heuristic_supermask"
+    assert kind_for(cfg(data_root, "gradual.final_density=0.1")).name == "gradual"
 
 
 class DenseOnly(Kind):
