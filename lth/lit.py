@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from lth.masks import MaskManager
+from lth.metrics import TRAIN_ACC, TRAIN_LOSS, curve
 from lth.preempt import AGREE_EVERY, StopSignals
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class TicketModule(pl.LightningModule):
         loss = F.cross_entropy(logits, y)
         self.train_acc.update(logits.detach(), y)
         if self._logs_this_step():  # a tensor goes to the logger: no host sync here
-            self.log("train/loss", loss.detach(), on_step=True, on_epoch=False)
+            self.log(TRAIN_LOSS, loss.detach(), on_step=True, on_epoch=False)
         return loss
 
     def _logs_this_step(self) -> bool:
@@ -147,14 +148,14 @@ class TicketModule(pl.LightningModule):
         if self.train_acc.update_count:
             entry["train_acc"] = float(self.train_acc.compute())  # over the steps since the last evaluation
             self.train_acc.reset()
-            self.log("train/acc", entry["train_acc"])
+            self.log(TRAIN_ACC, entry["train_acc"])
         for i, split in enumerate(EVAL_SPLITS):
             if self._eval_count[i] == 0:
                 continue
             entry[f"{split}_loss"] = float(self._eval_loss[i]) / self._eval_count[i]
             entry[f"{split}_acc"] = float(self.eval_acc[i].compute())
-            self.log(f"{split}/loss", entry[f"{split}_loss"], add_dataloader_idx=False)
-            self.log(f"{split}/acc", entry[f"{split}_acc"], add_dataloader_idx=False)
+            self.log(curve(split, "loss"), entry[f"{split}_loss"], add_dataloader_idx=False)
+            self.log(curve(split, "acc"), entry[f"{split}_acc"], add_dataloader_idx=False)
         if self.history and self.history[-1]["step"] == entry["step"]:
             self.history[-1] = entry
         else:
@@ -410,7 +411,7 @@ class ProgressCallback(pl.Callback):
         step, total = trainer.global_step, trainer.max_steps
         t0, s0 = self._start
         eta = (now - t0) / (step - s0) * (total - step) if step > s0 else None
-        loss = trainer.callback_metrics.get("train/loss")  # the last logged value, already computed
+        loss = trainer.callback_metrics.get(TRAIN_LOSS)  # the last logged value, already computed
         parts = [f"step {step}/{total}", f"loss {float(loss):.4f}" if loss is not None else "",
                  f"ETA {_duration(eta)}" if eta is not None else ""]
         text = "  ".join(p for p in parts if p)

@@ -38,7 +38,15 @@ MASK_OVERLAP = "mask_overlap"
 
 # ----- training curves (Lightning's logged values, in W&B against the cumulative CURVE_STEP)
 CURVE_STEP = "train/global_step"  # cumulative over rounds, so the curves of all rounds share one axis
-CURVES = ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
+
+
+def curve(split: str, quantity: str) -> str:
+    """The logged name of a training curve: `<split>/<quantity>` (split train, val or test; quantity loss or acc)."""
+    return f"{split}/{quantity}"
+
+
+TRAIN_LOSS, TRAIN_ACC = curve("train", "loss"), curve("train", "acc")
+CURVES = tuple(curve(split, q) for split in ("train", "val", "test") for q in ("loss", "acc"))
 CURVE_PREFIXES = ("train/", "val/", "test/")
 
 # ----- the round table (one row per round, logged incrementally)
