@@ -103,6 +103,9 @@ def interpolate(model: nn.Module, state_a: Mapping[str, Tensor], state_b: Mappin
     points = evenly_spaced(alphas) if isinstance(alphas, int) else [float(a) for a in alphas]
     if not data:
         raise ValueError("interpolate needs data: a mapping of split name → (x, y)")
+    # copies: the states may be the model's own tensors (`model.state_dict()`), which loading overwrites
+    state_a = {k: v.detach().clone() for k, v in state_a.items()}
+    state_b = {k: v.detach().clone() for k, v in state_b.items()}
     reestimate = list(bn_batches) if bn_batches is not None else None
     was_training = model.training
     rows = []
