@@ -29,33 +29,37 @@ THRESHOLD = 0.02
 
 def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--rewind-steps", type=int, nargs="+", default=None,
-                    help="k of the dense CNN's starting points θk (default 0 8 15 30 75; quick 0 5)")
+                    help="k of the dense CNN's starting points θk (default 0 15 75; quick 0 2 5)")
     ap.add_argument("--imp-rewind", type=int, default=None, help="the late rewind point of (c) (default 75; quick 5)")
-    ap.add_argument("--imp-rounds", type=int, default=None, help="IMP rounds after the dense one (default 2; quick 1)")
+    ap.add_argument("--imp-rounds", type=int, default=None, help="IMP rounds after the dense one (default 1)")
+    ap.add_argument("--mlp-steps", type=int, default=500, help="training steps of the dense MLP's copies (a)")
     ap.add_argument("--imp-fraction", type=float, default=0.6, help="share of each layer pruned per round (output: half)")
     ap.add_argument("--tolerance", type=float, default=0.01,
                     help="matching: mean test accuracy at least the dense network's minus this (default 1 point)")
 
 
 def jobs(args: argparse.Namespace, out: Path) -> list[Job]:
-    args.rewind_steps = args.rewind_steps or ([0, 5] if args.quick else [0, 8, 15, 30, 75])
+    args.rewind_steps = args.rewind_steps or ([0, 2, 5] if args.quick else [0, 15, 75])
     args.imp_rewind = args.imp_rewind if args.imp_rewind is not None else (5 if args.quick else 75)
-    args.imp_rounds = args.imp_rounds or (1 if args.quick else 2)
+    args.imp_rounds = args.imp_rounds or 1
     args.alphas = 30
     imp = (f"ticket.rounds={args.imp_rounds}", f"pruning.fraction={args.imp_fraction}",
            f"pruning.output_fraction={args.imp_fraction / 2}", "stability.every_round=true")
-    out_jobs = []
-    for s in args.seeds:  # the longest lineages first, so that the workers finish together
-        for k in (0, args.imp_rewind):
-            out_jobs.append(Job(f"imp/seed{s}/k{k}", (f"seed={s}", f"ticket.rewind_step={k}", *imp),
+    mlp = (*MLP, *(() if args.quick else (f"trainer.max_steps={args.mlp_steps}",)))
+    imp_jobs, dense_jobs = [], []
+    for s in args.seeds:
+        for k in (0, args.imp_rewind):  # their round 0 is the dense CNN's pair from θ0 / θk (part b)
+            imp_jobs.append(Job(f"imp/seed{s}/k{k}", (f"seed={s}", f"ticket.rewind_step={k}", *imp),
                                 {"part": "c", "model": "cnn1d", "seed": s, "k": k,
                                  "variant": "rewind to θ0" if k == 0 else f"rewind to θk, k={k}"}))
-        for k in args.rewind_steps:
-            out_jobs.append(Job(f"dense_cnn/seed{s}/k{k}", (f"seed={s}", f"ticket.rewind_step={k}", "stability.pair=true"),
-                                {"part": "b", "model": "cnn1d", "seed": s, "k": k}))
-        out_jobs.append(Job(f"dense_mlp/seed{s}/k0", (f"seed={s}", *MLP, "stability.pair=true"),
-                            {"part": "a", "model": "mlp", "seed": s, "k": 0}))
-    return out_jobs
+        dense_jobs.append(Job(f"dense_mlp/seed{s}/k0", (f"seed={s}", *mlp, "stability.pair=true"),
+                              {"part": "a", "model": "mlp", "seed": s, "k": 0}))
+    for k in [k for k in args.rewind_steps if k not in (0, args.imp_rewind)]:
+        for s in args.seeds:
+            dense_jobs.append(Job(f"dense_cnn/seed{s}/k{k}", (f"seed={s}", f"ticket.rewind_step={k}",
+                                                              "stability.pair=true"),
+                                  {"part": "b", "model": "cnn1d", "seed": s, "k": k}))
+    return imp_jobs + dense_jobs  # the longest lineages first, so that the workers finish together
 
 
 def _dense_label(model: str, k: int) -> str:
@@ -78,7 +82,10 @@ def report(df, args: argparse.Namespace):
 
     out = Path(args.out).resolve()
     stable = lambda xs: f"{int((xs < THRESHOLD).sum())}/{int(xs.notna().sum())}"
-    dense = df[df["part"].isin(["a", "b"])].copy()
+    # the dense CNN from θ0 and θk_imp: round 0 of the IMP lineages (the same pair, bit for bit, as stability.pair=true
+    # at that k: tests/unit/kinds/test_pair.py), the other k: their own stability.pair=true lineages
+    first = df[(df["part"] == "c") & (df["round"] == 0)].assign(part="b")
+    dense = pd.concat([df[df["part"].isin(["a", "b"])], first], ignore_index=True)
     dense["total"] = dense["stability_steps"] + dense["k"]
     rows = []
     for (part, model, k), g in dense.groupby(["part", "model", "k"], sort=True):
@@ -107,7 +114,7 @@ def report(df, args: argparse.Namespace):
     for _, j in dense.drop_duplicates("folder").iterrows():
         if j["k"] in (0, max(args.rewind_steps)):
             paths += [{"start": _dense_label(j["model"], j["k"]), "seed": j["seed"], **row}
-                      for row in path_rows(out / j["folder"])]
+                      for row in path_rows(out / j["folder"]) if row["round"] == 0]
     paths = pd.DataFrame(paths)
     order = sorted(paths["start"].unique(), key=lambda x: (x.startswith("CNN"), x))
     fig, axes = subplots(4, width=4.6)
