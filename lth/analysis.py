@@ -497,7 +497,7 @@ def plot_instability_vs_density(ax: Any, df: Any, dense_acc: float, by: str | Se
     ax = plot_vs_density(ax, df, metric, by, order, at="density", scale=100)
     by = _by(df, by)
     acc = summarize(df, "test_acc", by, "density")
-    ins = summarize(df, metric, by, "density")
+    ins = summarize(df, metric, by, "density", scale=100)
     colors = {line.get_label(): line.get_color() for line in ax.get_lines()}
     for (_, a), (_, i) in zip(acc.iterrows(), ins.iterrows()):
         key = tuple(a[c] for c in by) if len(by) > 1 else a[by[0]] if by else ()
