@@ -2,17 +2,19 @@
 copies trained from it with different data orders end in one linearly connected minimum (error barrier < 2%), and
 sparse IMP subnetworks match the dense network exactly where they are stable — why late rewinding works.
 
-    python scripts/repro_stability.py            # MNIST-1D, 3 seeds: ~25 min on 2 shared cores
-    python scripts/repro_stability.py --quick    # seconds: checks the pipeline, not the claim
+    python scripts/repro_stability.py            # MNIST-1D, 3 seeds, 42 trainings: ~45 min on 2 busy shared cores
+    python scripts/repro_stability.py --quick    # toy sizes: checks the pipeline, not the claim
 
 Every lineage starts from `experiment=late_rewind_cnn1d_mnist1d` (MNIST-1D's CNN, SGD lr 0.1 with momentum 0.9, no
 warm-up, batch 100, 1,500 steps per round) and measures instability on 30 points of the path, on the test set and on
 the training split. Per seed:
-  (a) dense MLP 40-500-500-10 (the MNIST-1D lottery-ticket notebook's: Adam 2e-2) from θ0 — `stability.pair=true`;
-  (b) dense CNN from θk for each --rewind-steps k (default 0, 8, 15, 30, 75: 0–5% of training) — `stability.pair=true
-      ticket.rewind_step=k`, the copies training the remaining 1,500 − k steps;
-  (c) IMP lineages of the CNN rewound to θ0 and to θ75 with `stability.every_round=true` (each round's subnetwork
-      from its rewind point), --imp-rounds rounds of --imp-fraction per round (default 2 × 60%, output layer 30%).
+  (a) dense MLP 40-500-500-10 (the MNIST-1D lottery-ticket notebook's, Adam 2e-2) from θ0, copies of --mlp-steps
+      (500) steps — `stability.pair=true`;
+  (b) dense CNN from θk, k in --rewind-steps (0, 15, 75: 0, 1 and 5% of training), the copies training the remaining
+      1,500 − k steps: k = 0 and k = --imp-rewind are round 0 of the IMP lineages (c) (the same pair, bit for bit, as
+      `stability.pair=true ticket.rewind_step=k`), the other k their own `stability.pair=true` lineages;
+  (c) IMP lineages of the CNN rewound to θ0 and to θk (k = --imp-rewind, 75) with `stability.every_round=true`:
+      --imp-rounds (1) round of --imp-fraction (60%; output layer 30%) after the dense one.
 Writes docs/results/stability.md (+ .png).
 """
 
