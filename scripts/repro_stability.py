@@ -2,15 +2,15 @@
 copies trained from it with different data orders end in one linearly connected minimum (error barrier < 2%), and
 sparse IMP subnetworks match the dense network exactly where they are stable — why late rewinding works.
 
-    python scripts/repro_stability.py            # MNIST-1D, 3 seeds, 42 trainings: ~45 min on 2 busy shared cores
+    python scripts/repro_stability.py            # MNIST-1D, 3 seeds, 60 trainings: ~55 min on 2 busy shared cores
     python scripts/repro_stability.py --quick    # toy sizes: checks the pipeline, not the claim
 
 Every lineage starts from `experiment=late_rewind_cnn1d_mnist1d` (MNIST-1D's CNN, SGD lr 0.1 with momentum 0.9, no
 warm-up, batch 100, 1,500 steps per round) and measures instability on 30 points of the path, on the test set and on
 the training split. Per seed:
-  (a) dense MLP 40-500-500-10 (the MNIST-1D lottery-ticket notebook's, Adam 2e-2) from θ0, copies of --mlp-steps
-      (500) steps — `stability.pair=true`;
-  (b) dense CNN from θk, k in --rewind-steps (0, 15, 75: 0, 1 and 5% of training), the copies training the remaining
+  (a) dense MLPs from θ0, copies of --mlp-steps (500) steps — `stability.pair=true`: MNIST-1D's 40-500-500-10 (its
+      lottery-ticket notebook's, Adam 2e-2) and LeNet-300-100 on sklearn digits (Adam 1.2e-3, batch 60, as LTH's LeNet);
+  (b) dense CNN from θk, k in --rewind-steps (0, 8, 15, 30, 75: 0–5% of training), the copies training the remaining
       1,500 − k steps: k = 0 and k = --imp-rewind are round 0 of the IMP lineages (c) (the same pair, bit for bit, as
       `stability.pair=true ticket.rewind_step=k`), the other k their own `stability.pair=true` lineages;
   (c) IMP lineages of the CNN rewound to θ0 and to θk (k = --imp-rewind, 75) with `stability.every_round=true`:
@@ -26,12 +26,14 @@ from pathlib import Path
 from lth.reproduce import Job, study_main
 
 MLP = ("model=mlp_mnist1d", "optimizer=adam", "optimizer.lr=2e-2")
+LENET = ("model=lenet_300_100", "data=digits", "data.batch_size=60", "optimizer=adam", "optimizer.lr=1.2e-3")
+NAMES = {"mlp": "MLP 40-500-500-10, MNIST-1D", "lenet": "LeNet-300-100, digits", "cnn1d": "CNN, MNIST-1D, lr 0.1"}
 THRESHOLD = 0.02
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--rewind-steps", type=int, nargs="+", default=None,
-                    help="k of the dense CNN's starting points θk (default 0 15 75; quick 0 2 5)")
+                    help="k of the dense CNN's starting points θk (default 0 8 15 30 75; quick 0 2 5)")
     ap.add_argument("--imp-rewind", type=int, default=None, help="the late rewind point of (c) (default 75; quick 5)")
     ap.add_argument("--imp-rounds", type=int, default=None, help="IMP rounds after the dense one (default 1)")
     ap.add_argument("--mlp-steps", type=int, default=500, help="training steps of the dense MLP's copies (a)")
@@ -41,13 +43,14 @@ def add_args(ap: argparse.ArgumentParser) -> None:
 
 
 def jobs(args: argparse.Namespace, out: Path) -> list[Job]:
-    args.rewind_steps = args.rewind_steps or ([0, 2, 5] if args.quick else [0, 15, 75])
+    args.rewind_steps = args.rewind_steps or ([0, 2, 5] if args.quick else [0, 8, 15, 30, 75])
     args.imp_rewind = args.imp_rewind if args.imp_rewind is not None else (5 if args.quick else 75)
     args.imp_rounds = args.imp_rounds or 1
     args.alphas = 30
     imp = (f"ticket.rounds={args.imp_rounds}", f"pruning.fraction={args.imp_fraction}",
            f"pruning.output_fraction={args.imp_fraction / 2}", "stability.every_round=true")
     mlp = (*MLP, *(() if args.quick else (f"trainer.max_steps={args.mlp_steps}",)))
+    lenet = (*LENET, *(() if args.quick else (f"trainer.max_steps={args.mlp_steps}",)))
     imp_jobs, dense_jobs = [], []
     for s in args.seeds:
         for k in (0, args.imp_rewind):  # their round 0 is the dense CNN's pair from θ0 / θk (part b)
@@ -56,6 +59,8 @@ def jobs(args: argparse.Namespace, out: Path) -> list[Job]:
                                  "variant": "rewind to θ0" if k == 0 else f"rewind to θk, k={k}"}))
         dense_jobs.append(Job(f"dense_mlp/seed{s}/k0", (f"seed={s}", *mlp, "stability.pair=true"),
                               {"part": "a", "model": "mlp", "seed": s, "k": 0}))
+        dense_jobs.append(Job(f"dense_lenet/seed{s}/k0", (f"seed={s}", *lenet, "stability.pair=true"),
+                              {"part": "a", "model": "lenet", "seed": s, "k": 0}))
     for k in [k for k in args.rewind_steps if k not in (0, args.imp_rewind)]:
         for s in args.seeds:
             dense_jobs.append(Job(f"dense_cnn/seed{s}/k{k}", (f"seed={s}", f"ticket.rewind_step={k}",
@@ -65,7 +70,8 @@ def jobs(args: argparse.Namespace, out: Path) -> list[Job]:
 
 
 def _dense_label(model: str, k: int) -> str:
-    return f"{'MLP' if model == 'mlp' else 'CNN'} from θ0" if k == 0 else f"CNN from θk, k={k}"
+    name = {"mlp": "MLP", "lenet": "LeNet, digits"}.get(model, "CNN")
+    return f"{name} from θ0" if k == 0 else f"{name} from θk, k={k}"
 
 
 def report(df, args: argparse.Namespace):
@@ -92,10 +98,11 @@ def report(df, args: argparse.Namespace):
     rows = []
     for (part, model, k), g in dense.groupby(["part", "model", "k"], sort=True):
         total = int(g["total"].iloc[0])
-        rows.append([f"({part}) {model}", k, f"{100 * k / total:.2g}", mean_std(g["instability_test"]),
-                     mean_std(g["instability_train"]), stable(g["instability_test"]), mean_std(g["test_acc"])])
+        copies = 1 - g["pair_test_error"].map(lambda e: sum(e) / 2)
+        rows.append([f"({part}) {NAMES.get(model, model)}", k, f"{100 * k / total:.2g}", mean_std(g["instability_test"]),
+                     mean_std(g["instability_train"]), stable(g["instability_test"]), mean_std(copies)])
     dense_table = markdown(["network", "k (steps)", "k (% of training)", "instability, test (%)",
-                            "instability, train (%)", "stable seeds (test < 2%)", "test acc of the copies (%)"], rows)
+                            "instability, train (%)", "stable seeds (test < 2%)", "the copies' test acc (%)"], rows)
 
     imp = df[df["part"] == "c"].copy()
     dense_acc = float(imp[imp["round"] == 0]["test_acc"].mean())

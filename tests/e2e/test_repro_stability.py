@@ -23,7 +23,7 @@ def test_stability_study_quick(tmp_path, data_root):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     found = {p.parent.relative_to(out).as_posix() for p in out.rglob("rounds.jsonl")}
     assert found == {f"{v}/seed{s}/k{k}" for s in (0, 1) for v, k in
-                     (("imp", 0), ("imp", 5), ("dense_mlp", 0), ("dense_cnn", 2))}
+                     (("imp", 0), ("imp", 5), ("dense_mlp", 0), ("dense_lenet", 0), ("dense_cnn", 2))}
     for s in (0, 1):
         for k in (0, 5):
             rounds = RunFolder(out / f"imp/seed{s}/k{k}", writer=False).rounds()
@@ -32,7 +32,7 @@ def test_stability_study_quick(tmp_path, data_root):
             assert rounds[0]["stability_steps"] == 20 - k  # round 0's pair from θk trains the remaining steps
             assert (out / f"imp/seed{s}/k{k}/round_01/stability.jsonl").read_text().count("\n") == 30
     text = page.read_text()
-    assert "### (a, b) Dense networks: instability of θk" in text and "| (b) cnn1d | 2 |" in text
+    assert "### (a, b) Dense networks: instability of θk" in text and "| (b) CNN, MNIST-1D, lr 0.1 | 2 |" in text
     assert "| 100.0 | rewind to θ0 |" in text and "| 100.0 | rewind to θk, k=5 |" in text
     assert page.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     after = (ROOT / "docs/results/stability.md").stat().st_mtime_ns if (ROOT / "docs/results/stability.md").exists() \
