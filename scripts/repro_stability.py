@@ -50,7 +50,9 @@ def jobs(args: argparse.Namespace, out: Path) -> list[Job]:
     imp = (f"ticket.rounds={args.imp_rounds}", f"pruning.fraction={args.imp_fraction}",
            f"pruning.output_fraction={args.imp_fraction / 2}", "stability.every_round=true")
     mlp = (*MLP, *(() if args.quick else (f"trainer.max_steps={args.mlp_steps}",)))
-    lenet = (*LENET, *(() if args.quick else (f"trainer.max_steps={args.mlp_steps}",)))
+    # quick: smoke's own MLP stands in for LeNet (smoke's model.args would not fit lenet_300_100)
+    lenet = tuple(x for x in LENET if not x.startswith("model=")) if args.quick else (
+        *LENET, f"trainer.max_steps={args.mlp_steps}")
     imp_jobs, dense_jobs = [], []
     for s in args.seeds:
         for k in (0, args.imp_rewind):  # their round 0 is the dense CNN's pair from θ0 / θk (part b)
