@@ -2,7 +2,7 @@
 copies trained from it with different data orders end in one linearly connected minimum (error barrier < 2%), and
 sparse IMP subnetworks match the dense network exactly where they are stable — why late rewinding works.
 
-    python scripts/repro_stability.py            # MNIST-1D, 3 seeds, 60 trainings: ~55 min on 2 busy shared cores
+    python scripts/repro_stability.py            # MNIST-1D, 3 seeds, 66 trainings: ~55 min on 2 busy shared cores
     python scripts/repro_stability.py --quick    # toy sizes: checks the pipeline, not the claim
 
 Every lineage starts from `experiment=late_rewind_cnn1d_mnist1d` (MNIST-1D's CNN, SGD lr 0.1 with momentum 0.9, no
