@@ -460,3 +460,91 @@ def plot_main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     for p in written:
         print(p)
+
+
+# ----- linear mode connectivity (lth.stability): paths, instability vs rewind point and vs density
+
+STABILITY_THRESHOLD = 0.02  # the paper's: an instability below 2% counts as stable
+
+
+def path_rows(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every linear path of one lineage folder (round_XX/stability.jsonl) as rows: `round`, `alpha`, `<split>_loss`,
+    `<split>_error`."""
+    from lth.io import read_jsonl
+
+    rows = []
+    for f in sorted(Path(folder).glob("round_*/stability.jsonl")):
+        r = int(f.parent.name.split("_", 1)[1])
+        rows += [{"round": r, **row} for row in read_jsonl(f)]
+    return rows
+
+
+def load_paths(path: str | os.PathLike) -> Any:
+    """One row per lineage × round × α of every path under `path` (pandas.DataFrame, column `lineage` as in `load`)."""
+    import pandas as pd
+
+    rows = []
+    for folder in lineage_folders(path):
+        lineage = str(folder.relative_to(path)) if folder != Path(path) else "."
+        rows += [{"lineage": lineage, **row} for row in path_rows(folder)]
+    return pd.DataFrame(rows)
+
+
+def plot_paths(ax: Any, df: Any, by: str | Sequence[str], split: str = "test", order: Sequence[Any] | None = None,
+               legend: bool = False) -> Any:
+    """Error (%) against α on the linear path between the two copies, mean ± std over seeds, one line per group."""
+    ax = plot_vs(ax, df, "alpha", f"{split}_error", by, order, scale=100)
+    ax.set_xlabel("interpolation α  ((1−α)·copy a + α·copy b)")
+    ax.set_ylabel(f"{split} error (%)")
+    if legend:
+        legend_below(ax)
+    return ax
+
+
+def _threshold(ax: Any, threshold: float) -> None:
+    ax.axhline(100 * threshold, color="0.4", ls="--", lw=1, label=f"stable below {100 * threshold:g}%")
+
+
+def plot_instability_vs(ax: Any, df: Any, x: str = "stability_rewind_step", by: str | Sequence[str] | None = None,
+                        metric: str = "instability_test", order: Sequence[Any] | None = None,
+                        threshold: float = STABILITY_THRESHOLD, legend: bool = False) -> Any:
+    """Instability (%) against `x` (default: the rewind point k, in steps), mean ± std over seeds, with the stability
+    threshold drawn."""
+    ax = plot_vs(ax, df, x, metric, by, order, scale=100)
+    _threshold(ax, threshold)
+    ax.set_xlabel("rewind point k (training steps)" if x == "stability_rewind_step" else x)
+    ax.set_ylabel(f"instability, {metric.split('_', 1)[1]} error (%)")
+    if legend:
+        legend_below(ax)
+    return ax
+
+
+def matching(df: Any, dense_acc: float, tolerance: float = 0.01, metric: str = "test_acc") -> Any:
+    """Whether each row's `metric` is within `tolerance` of the dense network's accuracy `dense_acc` (a boolean
+    Series: matching subnetworks)."""
+    return df[metric] >= dense_acc - tolerance
+
+
+def plot_instability_vs_density(ax: Any, df: Any, dense_acc: float, by: str | Sequence[str] | None = None,
+                                metric: str = "instability_test", order: Sequence[Any] | None = None,
+                                tolerance: float = 0.01, threshold: float = STABILITY_THRESHOLD,
+                                legend: bool = False) -> Any:
+    """Instability (%) against density (mean ± std over seeds); each point filled when the mean test accuracy there
+    matches the dense network's `dense_acc` (within `tolerance`), hollow when it does not."""
+    ax = plot_vs_density(ax, df, metric, by, order, at="density", scale=100)
+    by = _by(df, by)
+    acc = summarize(df, "test_acc", by, "density")
+    ins = summarize(df, metric, by, "density", scale=100)
+    colors = {line.get_label(): line.get_color() for line in ax.get_lines()}
+    for (_, a), (_, i) in zip(acc.iterrows(), ins.iterrows()):
+        key = tuple(a[c] for c in by) if len(by) > 1 else a[by[0]] if by else ()
+        color = colors.get(_label(_key(key), by), "k")
+        match = a["mean"] >= dense_acc - tolerance
+        ax.plot([a["density"]], [i["mean"]], "o", ms=7, mec=color, mfc=color if match else "none")
+    _threshold(ax, threshold)
+    ax.set_ylabel(f"instability, {metric.split('_', 1)[1]} error (%)")
+    ax.plot([], [], "o", mec="k", mfc="k", label="matching (filled)")
+    ax.plot([], [], "o", mec="k", mfc="none", label="not matching (hollow)")
+    if legend:
+        legend_below(ax)
+    return ax

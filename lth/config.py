@@ -163,6 +163,18 @@ class LoggerConfig:
 
 
 @dataclass
+class StabilityConfig:
+    """Linear mode connectivity: the instability kind (`pair`) and per-round instability of IMP lineages."""
+
+    pair: bool = False  # the instability kind: two copies from one starting point, then their linear path
+    every_round: bool = False  # IMP lineages: each round's instability from its rewind point, in its record
+    alphas: int = 30  # points on the path, both ends included
+    batchnorm: Any = "auto"  # re-estimate BatchNorm statistics at each α: true | false | auto (when the model has BN)
+    bn_batches: int | None = None  # training batches for that (None: one pass over the training split)
+    train_examples: int | None = None  # train error on the path from this many training examples (None: all)
+
+
+@dataclass
 class Config:
     name: str = "default"
     seed: int = 0
@@ -180,6 +192,7 @@ class Config:
     branch: Any = field(default_factory=lambda: dict(BRANCH_DEFAULTS))
     supermask: SupermaskConfig = field(default_factory=SupermaskConfig)
     gradual: GradualConfig = field(default_factory=GradualConfig)
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:

@@ -26,7 +26,7 @@ class BranchKind(Kind):
 
     @classmethod
     def applies(cls, cfg: Config) -> bool:
-        return bool(cfg.branch.get("from")) and not cfg.supermask.method
+        return bool(cfg.branch.get("from")) and not cfg.supermask.method and not cfg.stability.pair
 
     def total_rounds(self, cfg: Config) -> int:
         return int(cfg.branch["round"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
@@ -25,6 +25,12 @@ class LineageKind(Kind):
     """IMP: train → record → prune → reset for rounds 0..ticket.rounds, resuming after the last finished round."""
 
     name = "lineage"
+
+    def check(self, cfg: Config) -> None:
+        if cfg.stability.every_round:
+            from lth.kinds.pair import check_stability
+
+            check_stability(cfg)
 
     def prepare(self, lineage: Lineage) -> None:
         from lth.validate import check_schedule
@@ -67,9 +73,23 @@ class LineageKind(Kind):
             status = record["status"]
 
     def callbacks(self, lineage: Lineage, r: int) -> list[pl.Callback]:
+        if lineage.cfg.stability.every_round:  # the reset has set the round's start: the pair's starting point
+            self._every_round().remember_start(lineage)
         if r == 0 and lineage.plan.rewind_step > 0:
             return [RewindCallback(lineage.manager, lineage.plan.rewind_step)]
         return []
+
+    def record_fields(self, lineage: Lineage, r: int) -> dict[str, Any]:
+        if lineage.cfg.stability.every_round:  # instability_test / instability_train of this round's subnetwork
+            return self._every_round().fields(lineage, r)
+        return {}
+
+    def _every_round(self) -> Any:
+        from lth.kinds.pair import EveryRound
+
+        if not hasattr(self, "_stability"):
+            self._stability = EveryRound()
+        return self._stability
 
     def after_round(self, lineage: Lineage, r: int) -> None:
         if r == 0:  # θ0 (and θk): what every later round and every branch resets to

@@ -349,3 +349,54 @@ def test_gradual_schedules_as_rows_and_density_against_step(tmp_path):
     assert analysis.gradual_schedule(df[df["lineage"] == "none"]).empty
     written = analysis.plot_all(tmp_path / "runs", tmp_path / "plots")
     assert tmp_path / "plots" / "density_vs_step.png" in written
+# ----- linear mode connectivity
+
+
+def _stability_frame():
+    rows = []
+    for seed, (i0, i1) in enumerate(((0.10, 0.01), (0.14, 0.03))):
+        for variant, d, acc, ins in (("θ0", 1.0, 0.92, i0), ("θ0", 0.4, 0.88, i0), ("θk", 1.0, 0.92, i1),
+                                     ("θk", 0.4, 0.915, i1)):
+            rows.append({"variant": variant, "seed": seed, "density": d, "test_acc": acc, "instability_test": ins,
+                         "stability_rewind_step": 0 if variant == "θ0" else 75, "round": 0 if d == 1.0 else 1})
+    return pd.DataFrame(rows)
+
+
+def test_path_rows_and_load_paths_read_every_round_s_path(tmp_path):
+    for name, rounds in (("a", (0, 1)), ("b", (0,))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rounds.jsonl").write_text("")
+        for r in rounds:
+            (tmp_path / name / f"round_{r:02d}").mkdir()
+            (tmp_path / name / f"round_{r:02d}" / "stability.jsonl").write_text(
+                "".join(json.dumps({"alpha": a, "test_error": r + a}) + "\n" for a in (0.0, 0.5, 1.0)))
+    rows = analysis.path_rows(tmp_path / "a")
+    assert [(x["round"], x["alpha"], x["test_error"]) for x in rows] == [
+        (0, 0.0, 0.0), (0, 0.5, 0.5), (0, 1.0, 1.0), (1, 0.0, 1.0), (1, 0.5, 1.5), (1, 1.0, 2.0)]
+    df = analysis.load_paths(tmp_path)
+    assert len(df) == 9 and sorted(df["lineage"].unique()) == ["a", "b"]
+
+
+def test_plot_paths_and_instability_vs_k_draw_the_means_and_the_threshold():
+    paths = pd.DataFrame([{"start": s, "seed": seed, "alpha": a, "test_error": e + 0.1 * seed}
+                          for s, curve in (("θ0", (0.1, 0.3, 0.1)), ("θk", (0.1, 0.1, 0.1)))
+                          for seed in (0, 1) for a, e in zip((0.0, 0.5, 1.0), curve)])
+    ax = analysis.plot_paths(None, paths, "start", order=["θ0", "θk"])
+    first = ax.get_lines()[0]
+    assert list(first.get_xdata()) == [0.0, 0.5, 1.0]
+    assert list(first.get_ydata()) == pytest.approx([15.0, 35.0, 15.0])  # mean over seeds, in %
+    ax = analysis.plot_instability_vs(None, _stability_frame()[lambda d: d["round"] == 0], by="variant")
+    ys = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    assert ys["θ0"] == pytest.approx([12.0]) and ys["θk"] == pytest.approx([2.0])
+    assert ys["stable below 2%"] == [2.0, 2.0]
+
+
+def test_instability_vs_density_marks_matching_points_filled():
+    df = _stability_frame()
+    assert list(analysis.matching(df, 0.92, 0.01)) == [True, False, True, True] * 2
+    ax = analysis.plot_instability_vs_density(None, df, 0.92, "variant", order=["θ0", "θk"], tolerance=0.01)
+    marks = [(round(float(line.get_xdata()[0]), 3), round(float(line.get_ydata()[0]), 3), line.get_markerfacecolor())
+             for line in ax.get_lines() if line.get_linestyle() == "None" and len(line.get_xdata()) == 1]
+    hollow = {(x, y) for x, y, face in marks if face == "none"}
+    assert hollow == {(0.4, 12.0)}  # θ0 at 40%: 88% < 92% − 1 point; every other point matches
+    assert len(marks) == 4

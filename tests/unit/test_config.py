@@ -66,3 +66,20 @@ def test_a_run_folder_written_with_global_underscore_resumes(tmp_path: Path, dat
     path.write_text(path.read_text().replace("scope: global\n", "scope: global_\n"))  # as older versions wrote it
     records = run(compose_config([*overrides, "ticket.rounds=2"]), folder, sinks=[])
     assert [r["round"] for r in records] == [0, 1, 2] and records[-1]["scope"] == "global"
+
+
+def test_stability_keys_default_off_and_take_overrides(smoke_config):
+    from lth.config import Config, StabilityConfig
+
+    s = Config().stability
+    assert isinstance(s, StabilityConfig)
+    assert (s.pair, s.every_round, s.alphas, s.batchnorm, s.bn_batches, s.train_examples) == (
+        False, False, 30, "auto", None, None)
+    cfg = smoke_config("stability.every_round=true", "stability.alphas=11", "stability.batchnorm=false",
+                       "stability.train_examples=500")
+    assert (cfg.stability.every_round, cfg.stability.alphas, cfg.stability.batchnorm,
+            cfg.stability.train_examples) == (True, 11, False, 500)
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="stability.alpha"):
+        smoke_config("stability.alpha=3")  # not a key of the schema
