@@ -160,7 +160,6 @@ def _tickets(a, args, ax) -> list[str]:
     if a.empty:
         ax.set_axis_off()
         return []
-    imp = a[a["variant"] == "ticket"]
     levels = sorted(set(a[a["variant"] == TICKETS[1]]["round"]))
     rows, gaps = [], []
     for r in levels:
