@@ -137,11 +137,22 @@ def test_alpha_zero_reproduces_the_plain_run_bit_for_bit(tmp_path, smoke_config)
 
 
 @pytest.mark.slow
-def test_a_distilled_round_changes_training_and_leaves_the_teacher_bit_identical(tmp_path, smoke_config):
+def test_a_distilled_round_changes_training_and_leaves_the_teacher_bit_identical(tmp_path, smoke_config,
+                                                                                    monkeypatch):
+    calls = []
+    forward = Teacher.log_probs
+
+    def counted(self, x, temperature=1.0):
+        calls.append(len(x))
+        return forward(self, x, temperature)
+
+    monkeypatch.setattr(Teacher, "log_probs", counted)
     out = tmp_path / "distilled"
     cfg = smoke_config(*FAST, "train.distill.enabled=true", "train.distill.alpha=0.8", "train.distill.temperature=3")
     lineage = Lineage(cfg, out, sinks=[])
     lineage.run()
+    # the training split's outputs once (cached), then the test split once for the record: no forward per step
+    assert calls == [lineage.data.train_dataloader().num_samples, lineage.data.test_dataloader().num_samples]
     teacher = lineage.distiller.teacher
     dense = torch.load(out / "round_00" / "trained.pt", weights_only=True)
     state = teacher.members[0].state_dict()
