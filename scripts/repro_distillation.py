@@ -1,6 +1,6 @@
 """Knowledge distillation (Hinton et al. 2015) into lottery tickets and into compacted networks, on MNIST-1D.
 
-    python scripts/repro_distillation.py                 # 4 parts, 3 seeds, 84 lineages: ~25 min on 2 shared cores
+    python scripts/repro_distillation.py                 # 4 parts, 3 seeds, 60 lineages: ~50 min on 2 busy cores
     python scripts/repro_distillation.py --quick         # seconds: checks the pipeline, not the claim
 
 Every distilled round trains on α·T²·KL(p_teacher(T) ‖ p_student(T)) + (1 − α)·CE with `--alpha` (default 0.9) and
