@@ -27,6 +27,10 @@ ROUND_METRICS = (
     "early_stop_val_loss",
     "train_steps",
     "wall_seconds",
+    # train.distill (lth.distill): the teacher's test accuracy, the student's top-1 agreement and KL to it
+    "teacher_test_acc",
+    "teacher_agreement",
+    "teacher_kl",
 )
 TABLE_COLUMNS = ("round", "density", "test_acc", "early_stop_step", "early_stop_test_acc", "status")
 CURVE_STEP = "train/global_step"  # cumulative over rounds, so curves of all rounds share one axis
