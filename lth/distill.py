@@ -186,6 +186,7 @@ class Distiller:
         self.options = options
         self.data = data
         self.teacher: Teacher | None = None
+        self._objective: Distillation | None = None  # one per teacher: its cache serves every round
         if options.teacher:
             self.teacher = load_teacher(options.teacher, options.teacher_round, data.name, data.input_shape,
                                         data.num_classes)
@@ -211,7 +212,9 @@ class Distiller:
         teacher = self.teacher_for(parent, masks)
         if teacher is None or self.options.alpha == 0:
             return None
-        return Distillation(teacher, self.options.alpha, self.options.temperature, self.options.cache)
+        if self._objective is None or self._objective.teacher is not teacher:
+            self._objective = Distillation(teacher, self.options.alpha, self.options.temperature, self.options.cache)
+        return self._objective
 
     def fields(self, model: nn.Module, test_batches: Iterable[tuple[Tensor, ...]]) -> dict[str, Any]:
         """Round record fields: whether the round was distilled, the teacher and the student–teacher measures."""

@@ -156,19 +156,21 @@ def test_a_distilled_round_changes_training_and_leaves_the_teacher_bit_identical
 
     monkeypatch.setattr(Teacher, "log_probs", counted)
     out = tmp_path / "distilled"
-    cfg = smoke_config(*FAST, "train.distill.enabled=true", "train.distill.alpha=0.8", "train.distill.temperature=3")
+    cfg = smoke_config(*FAST, "ticket.rounds=2", "train.distill.enabled=true", "train.distill.alpha=0.8",
+                       "train.distill.temperature=3")
     lineage = Lineage(cfg, out, sinks=[])
     lineage.run()
-    # the training split's outputs once (cached), then the test split once for the record: no forward per step
+    # the training split's outputs once for the lineage (cached, both distilled rounds use them), then the test split
+    # once per round for the record: no forward per step
     n_train, n_test = lineage.data.train_dataloader().num_samples, lineage.data.test_dataloader().num_samples
-    assert calls == [min(CACHE_CHUNK, n_train - i) for i in range(0, n_train, CACHE_CHUNK)] + [n_test]
+    assert calls == [min(CACHE_CHUNK, n_train - i) for i in range(0, n_train, CACHE_CHUNK)] + [n_test, n_test]
     teacher = lineage.distiller.teacher
     dense = torch.load(out / "round_00" / "trained.pt", weights_only=True)
     state = teacher.members[0].state_dict()
     assert set(state) == set(dense) and all(torch.equal(state[k], dense[k]) for k in dense)
     assert not teacher.members[0].training and not any(p.requires_grad for p in teacher.members[0].parameters())
     recs = rounds(out)
-    assert [r["distilled"] for r in recs] == [False, True]
+    assert [r["distilled"] for r in recs] == [False, True, True]
     assert 0 <= recs[1]["teacher_agreement"] <= 1 and recs[1]["teacher_kl"] > 0
     # the same run with α = 0 trains round 1 to other weights: the objective is in effect
     plain = tmp_path / "plain"
