@@ -28,6 +28,14 @@ class Contender:
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # lineage config fields (lth only)
     optimizer: Mapping[str, Any] = field(default_factory=dict)  # extra optimizer arguments
     baseline: str = "raw"
+    teacher: bool = False  # lth only: a frozen teacher of the student's architecture for train.distill
+
+
+def _distill(**options: Any) -> dict[str, Any]:
+    """`train` overrides of a distilled round (α 0.5, T 4) with `options` changed."""
+    from lth.config import DistillConfig
+
+    return {"distill": DistillConfig(enabled=True, alpha=0.5, temperature=4.0, **options)}
 
 
 CONTENDERS: dict[str, Contender] = {
@@ -42,7 +50,11 @@ CONTENDERS: dict[str, Contender] = {
     "raw[unfused]": Contender("raw", optimizer={"fused": False}),
     "lightning[unfused]": Contender("lightning", optimizer={"fused": False}, baseline="raw[unfused]"),
     "lth[unfused]": Contender("lth", optimizer={"fused": False}, baseline="raw[unfused]"),
+    # train.distill against the plain lth round: teacher outputs cached once on the device, or a teacher forward per step
+    "lth[distill]": Contender("lth", {"train": _distill()}, baseline="lth", teacher=True),
+    "lth[distill,per_batch]": Contender("lth", {"train": _distill(cache=False)}, baseline="lth", teacher=True),
 }
+DISTILL_CONTENDERS = ("lth", "lth[distill]", "lth[distill,per_batch]")
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,12 @@ class StepCase:
 STEP_CASES: dict[str, StepCase] = {
     "lenet_300_100": StepCase(
         "lenet_300_100", "mnist", (1, 28, 28), steps=600, eval_every=100, num_train=12000, num_eval=1000,
-        contenders=tuple(CONTENDERS),
+        contenders=tuple(n for n in CONTENDERS if n not in DISTILL_CONTENDERS[1:]),
+    ),
+    # train.distill: the same round with a distillation loss, against the plain lth round
+    "lenet_300_100_distill": StepCase(
+        "lenet_300_100", "mnist", (1, 28, 28), steps=600, eval_every=100, num_train=12000, num_eval=1000,
+        contenders=DISTILL_CONTENDERS,
     ),
     "conv4": StepCase("conv4", "cifar10", (3, 32, 32), steps=60, eval_every=10, num_train=600, num_eval=60),
 }
@@ -81,6 +98,8 @@ QUICK_STEP_CASES: dict[str, StepCase] = {  # seconds in all: checks the machiner
     "conv4": replace(
         STEP_CASES["conv4"], input_shape=(3, 8, 8), batch_size=4, steps=2, eval_every=1, num_train=16, num_eval=4
     ),
+    "lenet_300_100_distill": replace(STEP_CASES["lenet_300_100_distill"], steps=20, eval_every=10, num_train=600,
+                                     num_eval=100),
 }
 
 
@@ -361,6 +380,10 @@ def step_contenders(case: StepCase, device: torch.device, workdir: Path, determi
             clock = Clock(device)
             lineage = Lineage(cfg, workdir / name, sinks=[], datamodule=lineage_datamodule(case, cfg),
                               callbacks=[kit.StepClock(clock, case.warm_steps)])
+            if c.teacher:  # the dense parent a distilled round learns from (here: a fresh network of the same shape)
+                from lth.distill import Teacher
+
+                lineage.distiller.teacher = Teacher([fresh_model()], ["bench"])
             masks = _density_masks(lineage.manager, DENSITY)
             lineage.manager.set_masks(masks)
             fns[name] = functools.partial(_time_lth, lineage, clock, masks, case)
@@ -379,7 +402,8 @@ def step_suite(cases: Mapping[str, StepCase], device: torch.device, repeats: int
                 times = time_interleaved(fns, repeats, warmup, device)
             finally:
                 torch.use_deterministic_algorithms(before)
-        base = {n: CONTENDERS[n].baseline for n in times}
+        # a contender whose baseline this case does not time is its own baseline (the distillation case's plain round)
+        base = {n: CONTENDERS[n].baseline if CONTENDERS[n].baseline in times else n for n in times}
         # One thread on a CPU: this process's CPU time, which other jobs on the machine inflate far less than wall
         # time (the two agree on an idle machine). Otherwise (threads spin, devices run asynchronously): wall time.
         clock = "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"

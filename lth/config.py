@@ -175,6 +175,25 @@ class StabilityConfig:
 
 
 @dataclass
+class DistillConfig:
+    """train.distill: knowledge distillation (Hinton et al. 2015) from a frozen teacher into every trained round."""
+
+    enabled: bool = False
+    alpha: float = 0.5  # weight of the soft-target term α·T²·KL; the labels' cross-entropy gets 1 − α (0: plain loss)
+    temperature: float = 4.0  # T: both softmaxes of the soft-target term are taken at z / T
+    teacher: list[str] = field(default_factory=list)  # run folders ([]: the run's own dense round 0); several: ensemble
+    teacher_round: int = 0  # which saved round of the teacher folders
+    cache: bool = True  # in-memory data without augmentation: teacher outputs computed once, on the device
+
+
+@dataclass
+class TrainConfig:
+    """train.*: the training objective of every round."""
+
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+@dataclass
 class Config:
     name: str = "default"
     seed: int = 0
@@ -193,6 +212,7 @@ class Config:
     supermask: SupermaskConfig = field(default_factory=SupermaskConfig)
     gradual: GradualConfig = field(default_factory=GradualConfig)
     stability: StabilityConfig = field(default_factory=StabilityConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:

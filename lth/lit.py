@@ -58,9 +58,13 @@ class TicketModule(pl.LightningModule):
         optimizer: OptimizerFactory,
         num_classes: int,
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        objective: Any = None,
     ) -> None:
         super().__init__()
         self.model = model
+        # the training loss when not plain cross-entropy (`lth.distill.Distillation`): a plain object, not a module, so
+        # whatever it holds (a teacher) stays out of the optimizer, checkpoints and DDP
+        self.objective = objective
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.num_classes = num_classes
@@ -86,20 +90,14 @@ class TicketModule(pl.LightningModule):
         """Make in-memory loaders (`to_device`, e.g. `TensorBatches`) yield batches on this module's device."""
         if self.device.type == "cpu":
             return
-        stack = [loaders]
-        while stack:
-            item = stack.pop()
-            if hasattr(item, "to_device"):
-                item.to_device(self.device)
-            elif isinstance(item, (list, tuple)):
-                stack.extend(item)
-            elif isinstance(item, dict):
-                stack.extend(item.values())
-            elif hasattr(item, "iterables"):  # Lightning's CombinedLoader
-                stack.append(item.iterables)
+        for loader in leaf_loaders(loaders):
+            if hasattr(loader, "to_device"):
+                loader.to_device(self.device)
 
     def on_train_start(self) -> None:
         self._place_batches(self.trainer.train_dataloader)
+        if self.objective is not None and hasattr(self.objective, "attach"):
+            self.objective.attach(leaf_loaders(self.trainer.train_dataloader), self.device)
 
     def on_validation_start(self) -> None:
         self._place_batches(self.trainer.val_dataloaders)
@@ -107,10 +105,10 @@ class TicketModule(pl.LightningModule):
     def on_test_start(self) -> None:
         self._place_batches(self.trainer.test_dataloaders)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x, y = batch[0], batch[1]
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y) if self.objective is None else self.objective.loss(logits, batch)
         self.train_acc.update(logits.detach(), y)
         if self._logs_this_step():  # a tensor goes to the logger: no host sync here
             self.log(TRAIN_LOSS, loss.detach(), on_step=True, on_epoch=False)
@@ -182,6 +180,22 @@ class TicketModule(pl.LightningModule):
         if not finite:
             return {}
         return min(finite, key=lambda h: (h["val_loss"], h["step"]))
+
+
+def leaf_loaders(loaders: Any) -> list[Any]:
+    """The loaders inside a Trainer's dataloader attribute (a loader, list, dict or Lightning's CombinedLoader)."""
+    out, stack = [], [loaders]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif hasattr(item, "iterables") and not hasattr(item, "to_device"):  # Lightning's CombinedLoader
+            stack.append(item.iterables)
+        elif item is not None:
+            out.append(item)
+    return out
 
 
 # Optimizers whose update of a weight with zero gradient and zero state is exactly zero (weight decay of a zero weight

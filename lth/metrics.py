@@ -29,6 +29,13 @@ ROUND_METRICS = (
     "early_stop_val_loss",
     "train_steps",
     "wall_seconds",
+    # train.distill (lth.distill): the teacher's test accuracy, the student's top-1 agreement and KL to it
+    "teacher_test_acc",
+    "teacher_agreement",
+    "teacher_kl",
+    # stability.every_round / the instability kind (lth.stability): the error barriers on test and train data
+    "instability_test",
+    "instability_train",
 )
 TICKET_METRICS = (TEST_ACC, EARLY_STOP_TEST_ACC, EARLY_STOP_STEP)  # what lottery-ticket papers plot against density
 LAYER_DENSITY = "layer_density"  # a record's per-layer densities: {prunable name: density}

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lth import structured
 from lth.config import Config, config_dict
+from lth.distill import distiller_for
 from lth.distributed import MaskAgreement, agree, is_spawn, is_writer
 from lth.io import FAULT_ENV
 from lth.kinds import Kind, kind_for
@@ -76,6 +77,7 @@ class Lineage:
         self.manager = MaskManager(self.model, cfg.pruning.include, cfg.pruning.exclude, mask0=_value(cfg.ticket.mask0))
         self.plan: Plan = make_plan(cfg, self.data, self.model, self.manager)
         self.kind.prepare(self)
+        self.distiller = distiller_for(cfg, self.data)  # train.distill (lth.distill): an explicit teacher loads here
         self.folder.claim(self.config, self.defaults)  # all checks passed: lock the folder and write config.yaml
 
     def run(self) -> list[RoundRecord]:
@@ -147,7 +149,8 @@ class Lineage:
             pruned = structured.flops(self.model, self.data.input_shape, masks)["flops_nonzero"]
             steps = strategy.steps(Budget(t.max_steps, self.plan.flops_dense, pruned, tk.scratch_cap, tk.finetune_steps))
             optimizer = strategy.optimizer(optimizer, tk.finetune_lr)
-        module = TicketModule(self.model, optimizer, self.data.num_classes, scheduler_factory(cfg.scheduler))
+        objective = self.distiller.objective(self.kind.parent(self), masks) if self.distiller else None
+        module = TicketModule(self.model, optimizer, self.data.num_classes, scheduler_factory(cfg.scheduler), objective)
         self.module = module  # the round's evaluations, for the kind's record_fields
         ckpt = folder.resume_point(r, self.model.state_dict(), self.manager.names)
         resume_step = checkpoint_step(ckpt) if ckpt is not None else None
@@ -161,6 +164,8 @@ class Lineage:
                 # the last step was no evaluation step: evaluate it (in this process: evaluation is not sharded)
                 evaluator = self.trainer(r, steps, [], single_process=True) if is_spawn(t.strategy) else trainer
                 evaluator.validate(module, evals, verbose=False)
+        if self.distiller:  # the teacher, its test accuracy and the student's agreement with it
+            fields = {**self.distiller.fields(self.model, self.data.test_dataloader()), **(fields or {})}
         record = self.record(r, module, int(trainer.global_step), time.perf_counter() - start,
                              {"reset": reset or "none", **(fields or {})})
         folder.save_trained(r, self.model.state_dict())

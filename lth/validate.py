@@ -63,6 +63,7 @@ def _validate_values(cfg: Config) -> None:
         )
     _validate_branch(cfg.branch)
     _validate_sync(cfg.logger)
+    _validate_distill(cfg.train.distill)
 
 
 def _validate_sync(lg: Any) -> None:
@@ -177,3 +178,22 @@ def _validate_branch(branch: Any) -> None:
         raise ValueError(f"branch.from={src} is not a run folder (no rounds.jsonl)")
     if branch.get("round") is None:
         raise ValueError("branch.from needs branch.round=<K>, the round whose mask to train")
+
+
+def _validate_distill(d: Any) -> None:
+    """train.distill: α in [0, 1], T > 0, teacher folders that are run folders, nothing set while it is off."""
+    import math
+
+    if not d.enabled:
+        if d.teacher:
+            raise ValueError("train.distill.teacher is set but train.distill.enabled=false; add train.distill.enabled=true")
+        return
+    if not 0.0 <= d.alpha <= 1.0:
+        raise ValueError(f"train.distill.alpha must be in [0, 1] (the soft-target term's weight), got {d.alpha}")
+    if not (math.isfinite(d.temperature) and d.temperature > 0):
+        raise ValueError(f"train.distill.temperature must be positive, got {d.temperature}")
+    if d.teacher_round < 0:
+        raise ValueError(f"train.distill.teacher_round must be >= 0, got {d.teacher_round}")
+    for path in d.teacher:
+        if not (Path(path) / "rounds.jsonl").exists():
+            raise ValueError(f"train.distill.teacher: {path} is not a run folder (no rounds.jsonl)")

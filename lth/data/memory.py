@@ -97,6 +97,10 @@ class TensorBatches:
     `replica` if set, else from the initialised torch.distributed process group (none: rank 0 of 1). Positions count
     global batches, so a checkpoint resumes under any number of ranks.
 
+    Extras (`extra`, e.g. a teacher's cached outputs, `lth.distill`): a tensor with one row per example; when set,
+    batches are `(x[idx], y[idx], extra[idx])`, gathered with the same indices (on `extra`'s device or moved to the
+    batches' device), so they consume no random numbers and change nothing else.
+
     Device (`device`, or `to_device()` later, e.g. by `lth.lit.TicketModule` when a Trainer starts): batches are
     yielded on that device, indexed and transformed there. The tensors themselves are moved there once (`on_device`
     true, or "auto" and they fit; see `place`) or stay on the host, page-locked under CUDA; `placer(device)`, if
@@ -134,6 +138,7 @@ class TensorBatches:
         self.on_device = check_on_device(on_device)
         self.placer = placer
         self.device: torch.device | None = None  # None: where `x` lives
+        self.extra: Tensor | None = None  # per-example extras yielded as a third element (see the class doc)
         self.replica: tuple[int, int] | None = None  # (rank, world size); None: from torch.distributed
         self._epoch = 0  # epoch in progress (or last finished)
         self._consumed = 0  # batches of `_epoch` handed out
@@ -192,10 +197,10 @@ class TensorBatches:
             raise ValueError(f"batch_size={self.batch_size} is not divisible by the {world} ranks sharing each batch")
         return rank, world
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         return self._batches()
 
-    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def _batches(self) -> Iterator[tuple[Tensor, ...]]:
         # runs at the first next(), not at iter(): Lightning calls iter() once just to check iterability
         if self._resume:
             epoch, start = (self._epoch, self._consumed) if self._consumed < len(self) else (self._epoch + 1, 0)
@@ -206,7 +211,9 @@ class TensorBatches:
         self._iterations += 1
         token = self._iterations
         rank, world = self.ranks()
-        x, y = self.x, self.y
+        x, y, extra = self.x, self.y, self.extra
+        if extra is not None and len(extra) != len(x):
+            raise ValueError(f"extra has {len(extra)} rows for {len(x)} examples")
         device = x.device if self.device is None else self.device
         order = self.order(epoch) if self.shuffle or world > 1 else None
         if order is not None and x.device.type != "cpu":
@@ -215,10 +222,13 @@ class TensorBatches:
         bs = self.batch_size
         for i in range(start, len(self)):
             total = part = 0
+            eb = None
             if order is None:  # contiguous views, no copy
                 xb, yb = x[i * bs : (i + 1) * bs], y[i * bs : (i + 1) * bs]
                 if x.device != device:
                     xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                if extra is not None:
+                    eb = extra[i * bs : (i + 1) * bs].to(device, non_blocking=True)
             else:
                 idx = order[i * bs : (i + 1) * bs]
                 if world > 1 and len(idx) % world:
@@ -227,6 +237,8 @@ class TensorBatches:
                 if world > 1 and shardable:  # gather (and transform) only this rank's slice
                     idx = idx[rank * part : (rank + 1) * part]
                 xb, yb = gather(x, idx, device), gather(y, idx, device)
+                if extra is not None:
+                    eb = gather(extra, idx, device)
             if self.transform is not None:
                 generator = seeded_generator(self.seed, TRANSFORM_STREAM, epoch, i)
                 if world > 1 and shardable:
@@ -235,9 +247,11 @@ class TensorBatches:
                     xb = self.transform(xb, generator)
             if world > 1 and not shardable:
                 xb, yb = xb[rank * part : (rank + 1) * part], yb[rank * part : (rank + 1) * part]
+                if eb is not None:
+                    eb = eb[rank * part : (rank + 1) * part]
             if token == self._iterations:
                 self._consumed = i + 1
-            yield xb, yb
+            yield (xb, yb) if eb is None else (xb, yb, eb)
 
     def state_dict(self) -> dict[str, Any]:
         """Position in the epoch sequence: `{"epoch", "consumed", "num_samples", "batch_size", "seed"}`."""

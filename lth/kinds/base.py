@@ -11,7 +11,10 @@ Extension points (override what the kind needs; the defaults do nothing special)
                    `prune`, `reset`, `folder`);
 - `callbacks(lineage, r)` extra Lightning callbacks of round r's training;
 - `record_fields(lineage, r)` fields the kind sets or adds in round r's record (after training);
-- `after_round(lineage, r)` files the kind writes once round r is trained, before its record is added.
+- `after_round(lineage, r)` files the kind writes once round r is trained, before its record is added;
+- `parent(lineage)` the run folder whose dense round 0 is the run's parent (distillation's default teacher).
+
+Every kind that trains through `lineage.train_round` gets the training objective of `train.distill` (lth.distill).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from lth.config import Config
 from lth.registry import Registry
 
 if TYPE_CHECKING:
+    from lth.record import RunFolder
     from lth.runner import Lineage
 
 KINDS: Registry[type[Kind]] = Registry("experiment kind")
@@ -64,6 +68,10 @@ class Kind:
 
     def after_round(self, lineage: Lineage, r: int) -> None:
         """Write the kind's files of round `r` (the record is added after this)."""
+
+    def parent(self, lineage: Lineage) -> RunFolder:
+        """The run folder whose dense round 0 this run descends from (the default distillation teacher): its own."""
+        return lineage.folder
 
 
 def register_kind(cls: type[Kind]) -> type[Kind]:

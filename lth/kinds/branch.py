@@ -69,3 +69,6 @@ class BranchKind(Kind):
         torch.manual_seed(train_seed(cfg, k))
         lineage.train_round(k, self.masks, cfg.ticket.reset,
                             fields={"branch_from": str(self.source.path), "branch_round": k})
+
+    def parent(self, lineage: Lineage) -> RunFolder:
+        return self.source

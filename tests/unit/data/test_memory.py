@@ -61,3 +61,23 @@ def test_ranks():
     unsharded = TensorBatches(torch.zeros(8), torch.arange(8), 4, shuffle=False)
     unsharded.replica = (1, 2)
     assert unsharded.ranks() == (0, 1)
+
+
+def test_extras_travel_with_their_examples_in_every_order_and_shard():
+    x = torch.arange(10.0) * 10
+    y = torch.arange(10)
+    extra = torch.arange(10.0).unsqueeze(1) + 0.5  # one row per example: its index + 0.5
+    for shuffle, replica in ((False, None), (True, None), (True, (1, 2))):
+        loader = TensorBatches(x, y, 4, shuffle=shuffle, seed=7, shard=replica is not None)
+        plain = TensorBatches(x, y, 4, shuffle=shuffle, seed=7, shard=replica is not None)
+        loader.replica = plain.replica = replica
+        loader.extra = extra
+        batches = list(loader)
+        assert all(len(b) == 3 for b in batches)
+        for (xb, yb, eb), (xp, yp) in zip(batches, plain):
+            assert torch.equal(xb, xp) and torch.equal(yb, yp)  # the same order: extras draw no random numbers
+            assert eb[:, 0].tolist() == [i + 0.5 for i in yb.tolist()]
+    loader = TensorBatches(x, y, 4, shuffle=True)
+    loader.extra = extra[:3]
+    with pytest.raises(ValueError, match="extra has 3 rows for 10 examples"):
+        next(iter(loader))
