@@ -20,7 +20,7 @@ def validate(cfg: Config) -> None:
     in the registries (criteria, resets and models need torch; datasets Lightning, so they come last)."""
     _validate_values(cfg)
     for what, module, attr, name in (
-        ("pruning.criterion", "lth.pruning", "CRITERIA", cfg.pruning.criterion),
+        ("pruning.criterion", "lth.pruning", "ALL_CRITERIA", cfg.pruning.criterion),
         ("ticket.reset", "lth.reset", "RESETS", cfg.ticket.reset),
         ("model.name", "lth.models", "MODELS", cfg.model.name),
         ("data.name", "lth.data", "DATASETS", cfg.data.name),
@@ -61,6 +61,18 @@ def _validate_values(cfg: Config) -> None:
             f"ticket.rewind_step={tk.rewind_step} must be smaller than the round's length trainer.max_steps={t.max_steps}"
         )
     _validate_branch(cfg.branch)
+    _validate_at_init(cfg)
+
+
+def _validate_at_init(cfg: Config) -> None:
+    """The settings of the criteria that score at initialisation."""
+    p = cfg.pruning
+    if p.init_batches < 1:
+        raise ValueError(f"pruning.init_batches must be >= 1, got {p.init_batches}")
+    if not p.grasp_temperature > 0:
+        raise ValueError(f"pruning.grasp_temperature must be positive, got {p.grasp_temperature}")
+    if p.synflow_iterations < 1:
+        raise ValueError(f"pruning.synflow_iterations must be >= 1, got {p.synflow_iterations}")
 
 
 def _validate_structured(cfg: Config) -> None:
@@ -155,8 +167,9 @@ def _validate_branch(branch: Any) -> None:
     if unknown:
         raise ValueError(f"unknown branch key(s) {unknown}; valid: {', '.join(BRANCH_DEFAULTS)}")
     if branch.get("from") is None:
-        if branch.get("round") is not None or branch.get("random_mask"):
-            raise ValueError("branch.round / branch.random_mask need branch.from=<a finished run's folder>")
+        if branch.get("round") is not None or branch.get("random_mask") or branch.get("sanity"):
+            raise ValueError("branch.round / branch.random_mask / branch.sanity need branch.from=<a finished run's "
+                             "folder>")
         return
     src = Path(branch["from"])
     if not (src / "rounds.jsonl").exists():
