@@ -13,8 +13,8 @@ Per network (pai_mlp_mnist1d, pai_cnn1d_mnist1d, pai_digits presets) and seed:
 - gradual magnitude pruning (Zhu & Gupta) to the same final densities, one run each, when the `gradual` kind exists
   (GMP_PRESETS; a rerun adds its column);
 - the sanity checks shuffle / invert / reinit as branches of the MLP's SynFlow masks and IMP tickets at 3.2% and 0.32%.
-Every training is `--steps` steps (default 200) with the preset's optimizer; collapsed masks are recorded
-(`pruning.allow_collapse=true`), not refused, so their chance accuracy shows. Writes docs/results/pruning_at_init.md
+Every training is 150 steps on MNIST-1D, 200 on digits (`--steps`), with the preset's optimizer; collapsed masks are
+recorded (`pruning.allow_collapse=true`), not refused, so their chance accuracy shows. Writes docs/results/pruning_at_init.md
 (+ .png) at the default sizes.
 """
 
@@ -30,6 +30,7 @@ from lth.reproduce import Job, describe, figure_path, frame, parser, resolve_out
 NAME = "pruning_at_init"
 TITLE = "Pruning at initialisation vs IMP and GMP"
 NETWORKS = {"mlp_mnist1d": "pai_mlp_mnist1d", "cnn1d_mnist1d": "pai_cnn1d_mnist1d", "digits": "pai_digits"}
+STEPS = {"mlp_mnist1d": 150, "cnn1d_mnist1d": 150, "digits": 200}  # training steps of every run, per network
 GMP_PRESETS = {"mlp_mnist1d": "gmp_mlp_mnist1d", "cnn1d_mnist1d": "gmp_cnn1d_mnist1d", "digits": "gmp_digits"}
 AT_INIT = ("synflow", "snip", "grasp", "large_init", "random")
 METHODS = ("imp", "gmp", *AT_INIT)
@@ -54,7 +55,8 @@ def has_gmp() -> bool:
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--steps", type=int, default=200, help="training steps of every run (quick: 20)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help=f"training steps of every run (default per network {STEPS}; quick: 20)")
     ap.add_argument("--networks", nargs="+", default=None, choices=list(NETWORKS),
                     help="networks (default: all; quick: digits)")
 
@@ -69,21 +71,23 @@ def jobs(args: argparse.Namespace, out: Path) -> list[Job]:
     extra = ("pruning.synflow_iterations=5",) if quick else ()
     out_jobs: list[Job] = []
     for net in nets:
-        preset = f"experiment={NETWORKS[net]}"
+        steps = args.steps or (20 if quick else STEPS[net])
+        preset = (f"experiment={NETWORKS[net]}", f"trainer.max_steps={steps}",
+                  f"trainer.eval_every={max(1, min(25, steps // 2))}")
         for s in args.seeds:
             imp = f"{net}/imp/seed{s}"
-            out_jobs.append(Job(imp, (preset, f"seed={s}", "pruning.at_init=false", "pruning.criterion=large_final",
+            out_jobs.append(Job(imp, (*preset, f"seed={s}", "pruning.at_init=false", "pruning.criterion=large_final",
                                       f"ticket.rounds={IMP_ROUNDS}", f"pruning.target_density={nominal(2 * 3):.10g}"),
                                 {"network": net, "method": "imp", "seed": s}))
             for c in AT_INIT:
                 for r in powers:
                     out_jobs.append(Job(f"{net}/{c}/d{r}/seed{s}",
-                                        (preset, f"seed={s}", f"pruning.criterion={c}",
+                                        (*preset, f"seed={s}", f"pruning.criterion={c}",
                                          f"pruning.target_density={nominal(r):.10g}", *extra),
                                         {"network": net, "method": c, "seed": s, "power": r}))
             if has_gmp():
                 for r in powers:
-                    out_jobs.append(gmp_job(net, s, r, args.steps))
+                    out_jobs.append(gmp_job(net, s, r, steps))
             if net != ablation_net:
                 continue
             for src in ABLATION_SOURCES:
@@ -95,7 +99,7 @@ def jobs(args: argparse.Namespace, out: Path) -> list[Job]:
                     for check in SANITY:
                         out_jobs.append(Job(
                             f"{net}/sanity/{src}_d{r}_{check}/seed{s}",
-                            (preset, f"seed={s}", *what, f"branch.from={out / source}", f"branch.round={k}",
+                            (*preset, f"seed={s}", *what, f"branch.from={out / source}", f"branch.round={k}",
                              f"branch.sanity={check}"),
                             {"network": net, "method": src, "seed": s, "power": r, "sanity": check},
                             after=(source,)))
@@ -107,7 +111,9 @@ def gmp_job(net: str, seed: int, r: int, steps: int) -> Job:
     60% of it, so the last 30% trains the final mask."""
     start, every = max(1, steps // 10), max(1, steps // 20)
     return Job(f"{net}/gmp/d{r}/seed{seed}",
-               (f"experiment={GMP_PRESETS[net]}", f"seed={seed}", f"gradual.final_density={nominal(r):.10g}",
+               (f"experiment={GMP_PRESETS[net]}", f"trainer.max_steps={steps}",
+                f"trainer.eval_every={max(1, min(25, steps // 2))}", f"seed={seed}",
+                f"gradual.final_density={nominal(r):.10g}",
                 f"gradual.start_step={start}", f"gradual.every={every}", "gradual.prunings=12"),
                {"network": net, "method": "gmp", "seed": seed, "power": r})
 
@@ -225,12 +231,9 @@ def main(argv: list[str] | None = None):
     add_args(ap)
     args = ap.parse_args(argv)
     resolve_outputs(ap, args, NAME)
-    steps = 20 if args.quick and args.steps == ap.get_default("steps") else args.steps
-    common = [f"data.root={args.data_root}", f"trainer.max_steps={steps}",
-              f"trainer.eval_every={max(1, min(50, steps // 2))}", "trainer.checkpoint_every=0",
-              "pruning.allow_collapse=true", *args.overrides]
+    common = [f"data.root={args.data_root}", "trainer.checkpoint_every=0", "pruning.allow_collapse=true",
+              *args.overrides]
     out = Path(args.out).resolve()
-    args.steps = steps
     study = jobs(args, out)
     print(f"{NAME}: {len(study)} lineages into {out} with {args.workers} worker(s)", flush=True)
     run_jobs(study, out, common, args.workers, log=lambda s: print(s, flush=True))
@@ -242,7 +245,8 @@ def main(argv: list[str] | None = None):
         page.resolve().parent) else png.resolve()
     gmp = "" if has_gmp() else ("\n\nGMP is not in this lth yet: its column appears when the study is rerun with "
                                 "the gradual kind.")
-    write_page(page, TITLE, f"{describe(args, NAME, common)} Networks: {', '.join(dict.fromkeys(df['network']))}."
+    write_page(page, TITLE, f"{describe(args, NAME, common)} Networks: {', '.join(dict.fromkeys(df['network']))}; "
+               f"training steps of every run: {args.steps or STEPS}."
                f"{gmp}\n\n{body.strip()}\n\n![{TITLE}]({rel.as_posix()})")
     print(body, flush=True)
     print(f"wrote {page.resolve()}\nwrote {Path(png).resolve()}", flush=True)
