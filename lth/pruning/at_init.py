@@ -229,9 +229,8 @@ class AllCriteria:
         return sorted({*CRITERIA, *INIT_CRITERIA})
 
     def unknown(self, name: object) -> str:
-        """The error message for an unknown name, listing the valid ones (and which score at initialisation)."""
-        return (f"unknown criterion '{name}'; valid choices: {', '.join(self.names())} "
-                f"({', '.join(INIT_CRITERIA.names())} score the network at initialisation: pruning.at_init=true)")
+        """The error message for an unknown name, listing the valid ones."""
+        return f"unknown criterion '{name}'; valid choices: {', '.join(self.names())}"
 
     def check(self, name: str) -> None:
         """Raise ValueError naming the valid choices if `name` is no criterion."""
