@@ -109,14 +109,14 @@ def jobs(args: argparse.Namespace, out: Path) -> list[Job]:
 
 
 def gmp_job(net: str, seed: int, r: int, steps: int) -> Job:
-    """One gradual-magnitude-pruning run to density 10^(−r/2): cubic schedule from 10% of training, every 5%, over
-    60% of it, so the last 30% trains the final mask."""
+    """One gradual-magnitude-pruning run to density 10^(−r/2), one global threshold like the others: cubic schedule
+    from 10% of training, every 5%, over 60% of it, so the last 30% trains the final mask."""
     start, every = max(1, steps // 10), max(1, steps // 20)
     return Job(f"{net}/gmp/d{r}/seed{seed}",
                (f"experiment={GMP_PRESETS[net]}", f"trainer.max_steps={steps}",
                 f"trainer.eval_every={max(1, min(25, steps // 2))}", f"seed={seed}",
                 f"gradual.final_density={nominal(r):.10g}",
-                f"gradual.start_step={start}", f"gradual.every={every}", "gradual.prunings=12"),
+                f"gradual.start_step={start}", f"gradual.every={every}", "gradual.prunings=12", "pruning.scope=global"),
                {"network": net, "method": "gmp", "seed": seed, "power": r})
 
 
@@ -179,8 +179,8 @@ def report(df, args: argparse.Namespace) -> tuple[str, object]:
                 b = grp[grp["sanity"] == check].set_index("seed")["test_acc"]
                 cells.append(f"{mean_std(b)} ({mean_std((b - base).dropna())})")
             table.append([src, _pct(round(100 * nominal(int(r)), 2)), *cells])
-        parts += [f"### Sanity checks on {san['network'].iloc[0]}: test accuracy (%) and, in brackets, the change "
-                  "from the unmodified mask (paired by seed, points)",
+        parts += [(f"### Sanity checks on {san['network'].iloc[0]}: test accuracy (%) and, in brackets, the change "
+                  "from the unmodified mask (paired by seed, points)"),
                   markdown(["mask", "density %", "as found", *SANITY], table)]
     return "\n\n".join(parts), figure(rows, nets, methods)
 

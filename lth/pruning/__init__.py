@@ -21,13 +21,13 @@ from lth.pruning.structured import (
 
 __all__ = [
     "ALL_CRITERIA",
-    "INIT_CRITERIA",
-    "at_init_criterion",
     "CRITERIA",
+    "INIT_CRITERIA",
     "NEURON_NORMS",
     "SCOPES",
     "alive_units",
     "apply_units",
+    "at_init_criterion",
     "density_schedule",
     "expected_counts",
     "fraction_for_density",

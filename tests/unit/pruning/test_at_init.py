@@ -48,7 +48,7 @@ def test_snip_on_one_batch_by_hand():
 def test_snip_prunes_the_lowest_globally_with_exact_counts():
     net = chain([[1.0, 0.0], [0.0, 1.0]], [[2.0, -1.0], [4.0, -2.0]])
     batch = [(torch.tensor([[1.0, 2.0]], dtype=torch.float64), torch.tensor([0]))]
-    masks, scores = Snip().prune(net, NAMES, ones(net), batch, fraction=0.5, scope="global")
+    masks, _scores = Snip().prune(net, NAMES, ones(net), batch, fraction=0.5, scope="global")
     # scores W1 [[1,0],[0,1]], W2 [[1,1],[2,2]]: the 4 lowest (ties: lower position first) are W1's 0s and 1s…
     assert sum(int(m.sum()) for m in masks.values()) == 4
     assert masks["1.weight"].all() and not masks["0.weight"].any()
@@ -65,7 +65,7 @@ def test_grasp_hessian_gradient_product_matches_finite_differences():
     names = ["0.weight", "2.weight"]
     batches = [(torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 3, (5,))) for _ in range(2)]
     t = 2.0
-    g, hg = GraSP(temperature=t).hessian_gradient(net, names, ones(net) | {}, batches)
+    g, hg = GraSP(temperature=t).hessian_gradient(net, names, ones(net), batches)
     v = [g[n] for n in names]
     eps = 1e-5
     params = [net[0].weight, net[2].weight]
