@@ -1,7 +1,7 @@
 """Pruning at initialisation (SNIP, GraSP, SynFlow, magnitude at init, random) vs IMP tickets and gradual magnitude
 pruning, and the "missing the mark" sanity checks (Frankle et al. 2021).
 
-    python scripts/repro_pruning_at_init.py              # MNIST-1D MLP + digits, 3 seeds: ~25 min on 2 busy cores
+    python scripts/repro_pruning_at_init.py --workers 3  # MNIST-1D MLP + digits, 3 seeds: ~30 min on 2 busy cores
     python scripts/repro_pruning_at_init.py --networks cnn1d_mnist1d --page docs/results/pruning_at_init_cnn1d.md
     python scripts/repro_pruning_at_init.py --quick --seeds 0    # seconds: checks the pipeline, not the claim
 
