@@ -1,11 +1,10 @@
 """Pruning at initialisation (SNIP, GraSP, SynFlow, magnitude at init, random) vs IMP tickets and gradual magnitude
 pruning, and the "missing the mark" sanity checks (Frankle et al. 2021).
 
-    python scripts/repro_pruning_at_init.py --workers 3  # MNIST-1D MLP + digits, 3 seeds: ~30 min on 2 busy cores
-    python scripts/repro_pruning_at_init.py --networks cnn1d_mnist1d --page docs/results/pruning_at_init_cnn1d.md
+    python scripts/repro_pruning_at_init.py --workers 3  # MNIST-1D MLP and CNN + digits, 3 seeds: ~35 min on 2 busy cores
     python scripts/repro_pruning_at_init.py --quick --seeds 0    # seconds: checks the pipeline, not the claim
 
-Per network (pai_mlp_mnist1d and pai_digits presets by default; pai_cnn1d_mnist1d with --networks) and seed:
+Per network (pai_mlp_mnist1d, pai_digits, pai_cnn1d_mnist1d presets; --networks chooses) and seed:
 - one pruning-at-init run per criterion and density 10^(−r/2), r = 2..6 (10%, 3.2%, 1%, 0.32%, 0.1% of the weights),
   one global threshold, SynFlow over 100 iterations, SNIP and GraSP on one training batch (GraSP at temperature 200);
 - one IMP lineage (large_final, global, rewound to θ0) of 6 rounds of 1 − 0.001^(1/6) = 68.4% of the remaining
@@ -32,7 +31,7 @@ NAME = "pruning_at_init"
 TITLE = "Pruning at initialisation vs IMP and GMP"
 NETWORKS = {"mlp_mnist1d": "pai_mlp_mnist1d", "cnn1d_mnist1d": "pai_cnn1d_mnist1d", "digits": "pai_digits"}
 STEPS = {"mlp_mnist1d": 150, "cnn1d_mnist1d": 150, "digits": 200}  # training steps of every run, per network
-DEFAULT_NETWORKS = ("mlp_mnist1d", "digits")  # what the 2 shared cores afford in 25 minutes; cnn1d: --networks
+DEFAULT_NETWORKS = ("mlp_mnist1d", "digits", "cnn1d_mnist1d")
 GMP_PRESETS = {"mlp_mnist1d": "gmp_mlp_mnist1d", "cnn1d_mnist1d": "gmp_cnn1d_mnist1d", "digits": "gmp_digits"}
 AT_INIT = ("synflow", "snip", "grasp", "large_init", "random")
 METHODS = ("imp", "gmp", *AT_INIT)
