@@ -39,7 +39,8 @@ def choices(enum: type[Enum]) -> tuple[str, ...]:
     return tuple(m.name for m in enum)
 
 
-BRANCH_DEFAULTS: dict[str, Any] = {"from": None, "round": None, "random_mask": False}
+BRANCH_DEFAULTS: dict[str, Any] = {"from": None, "round": None, "random_mask": False,
+                                   "sanity": None}  # sanity: shuffle | invert | reinit (lth.kinds.sanity)
 
 
 # Config keys that do not change a lineage's results: a lineage's folder name leaves them out (lth.cli) and they may
@@ -53,6 +54,7 @@ NON_SEMANTIC_KEYS = (
     "logger",
     "data.root",
     "data.download",
+    "pruning.allow_collapse",  # only whether a collapsed mask is refused or recorded
 )
 # Keys that extend a lineage without changing its earlier rounds: the guard lets them change (more rounds continue the
 # folder given as out_dir), but they stay in the folder name (a sweep over them gets one folder per value).
@@ -102,6 +104,12 @@ class PruningConfig:
     seed: int | None = None  # for the random criterion; None: the lineage seed
     granularity: Granularity = Granularity.weight  # neuron: whole rows of Linear / filters of Conv (lth.structured)
     structured_norm: str = "l1"  # granularity=neuron: unit score, l1 | l2 | random (norm of its kept weights)
+    # pruning at initialisation (lth.kinds.at_init): prune to target_density before round 0's training, then train
+    at_init: bool = False
+    init_batches: int = 1  # training batches snip / grasp score on
+    grasp_temperature: float = 200.0  # grasp: logits divided by this (the authors' 200)
+    synflow_iterations: int = 100  # synflow: scoring-and-pruning iterations on the exponential schedule
+    allow_collapse: bool = False  # a mask with an empty layer or no input-output path: record it and go on
 
 
 @dataclass

@@ -138,6 +138,7 @@ class Lineage:
         """Train the current model under `masks` as round `r` (prepared by `reset`), then write its files and record."""
         cfg, folder, t = self.cfg, self.folder, self.cfg.trainer
         self.stop.check(r)
+        fields = {**self.collapse_fields(r, masks), **(fields or {})}
         self.rounds_run += 1
         folder.save_mask(r, masks)
         start = time.perf_counter()
@@ -179,6 +180,7 @@ class Lineage:
         """Evaluate the current model under `masks` on val and test, without training, as round `r`."""
         start = time.perf_counter()
         self.stop.check(r)
+        fields = {**self.collapse_fields(r, masks), **(fields or {})}
         self.rounds_run += 1
         self.folder.save_mask(r, masks)
         self.manager.set_masks(masks)
@@ -189,6 +191,13 @@ class Lineage:
         self.folder.save_trained(r, self.model.state_dict())
         self.folder.add(record)
         return record
+
+    def collapse_fields(self, r: int, masks: Mapping[str, Tensor]) -> dict[str, Any]:
+        """Round `r`'s record fields of a collapsed mask (an empty layer, no input→output path); ValueError naming the
+        layer and the density unless pruning.allow_collapse."""
+        from lth.pruning.collapse import check_collapse
+
+        return check_collapse(self.model, masks, self.plan.example, self.cfg.pruning.allow_collapse, f"round {r}")
 
     def _callbacks(self, r: int) -> list[pl.Callback]:
         last = LastCheckpoint(self.folder.checkpoint(r).parent, self.cfg.trainer.checkpoint_every, self.stop, r,

@@ -21,7 +21,7 @@ def validate(cfg: Config) -> None:
     in the registries (criteria, resets and models need torch; datasets Lightning, so they come last)."""
     _validate_values(cfg)
     for what, module, attr, name in (
-        ("pruning.criterion", "lth.pruning", "CRITERIA", cfg.pruning.criterion),
+        ("pruning.criterion", "lth.pruning", "ALL_CRITERIA", cfg.pruning.criterion),
         ("ticket.reset", "lth.reset", "RESETS", cfg.ticket.reset),
         ("model.name", "lth.models", "MODELS", cfg.model.name),
         ("data.name", "lth.data", "DATASETS", cfg.data.name),
@@ -64,6 +64,7 @@ def _validate_values(cfg: Config) -> None:
     _validate_branch(cfg.branch)
     _validate_sync(cfg.logger)
     _validate_distill(cfg.train.distill)
+    _validate_at_init(cfg)
 
 
 def _validate_sync(lg: Any) -> None:
@@ -76,6 +77,17 @@ def _validate_sync(lg: Any) -> None:
         raise ValueError(f"logger.sync_hook=true uploads offline runs: it needs logger.mode=offline, got {lg.mode!r}")
     if importlib.util.find_spec("wandb_osh") is None:
         raise ValueError("logger.sync_hook=true needs the wandb-osh package (pip install wandb-osh)")
+
+
+def _validate_at_init(cfg: Config) -> None:
+    """The settings of the criteria that score at initialisation."""
+    p = cfg.pruning
+    if p.init_batches < 1:
+        raise ValueError(f"pruning.init_batches must be >= 1, got {p.init_batches}")
+    if not p.grasp_temperature > 0:
+        raise ValueError(f"pruning.grasp_temperature must be positive, got {p.grasp_temperature}")
+    if p.synflow_iterations < 1:
+        raise ValueError(f"pruning.synflow_iterations must be >= 1, got {p.synflow_iterations}")
 
 
 def _validate_structured(cfg: Config) -> None:
@@ -170,8 +182,9 @@ def _validate_branch(branch: Any) -> None:
     if unknown:
         raise ValueError(f"unknown branch key(s) {unknown}; valid: {', '.join(BRANCH_DEFAULTS)}")
     if branch.get("from") is None:
-        if branch.get("round") is not None or branch.get("random_mask"):
-            raise ValueError("branch.round / branch.random_mask need branch.from=<a finished run's folder>")
+        if branch.get("round") is not None or branch.get("random_mask") or branch.get("sanity"):
+            raise ValueError("branch.round / branch.random_mask / branch.sanity need branch.from=<a finished run's "
+                             "folder>")
         return
     src = Path(branch["from"])
     if not (src / "rounds.jsonl").exists():

@@ -45,6 +45,13 @@ RUNS: list[tuple[str, list[str]]] = [
     ("structured_random_mask", ["experiment=structured_imp_digits", "trainer.max_steps=40", "trainer.eval_every=20",
                                 "trainer.checkpoint_every=20", "branch.from={root}/structured", "branch.round=1",
                                 "branch.random_mask=true", "ticket.reset=scratch_e"]),
+    ("pai_synflow", ["experiment=pai_digits", "trainer.max_steps=40", "trainer.eval_every=20",
+                     "trainer.checkpoint_every=20", "pruning.synflow_iterations=10", "pruning.target_density=0.05"]),
+    ("pai_snip", ["experiment=pai_digits", "trainer.max_steps=40", "trainer.eval_every=20", "trainer.checkpoint_every=20",
+                  "pruning.criterion=snip", "pruning.target_density=0.05"]),
+    ("pai_invert", ["experiment=pai_digits", "trainer.max_steps=40", "trainer.eval_every=20",
+                    "trainer.checkpoint_every=20", "branch.from={root}/pai_snip", "branch.round=0",
+                    "branch.sanity=invert"]),
 ]
 
 

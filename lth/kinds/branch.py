@@ -1,5 +1,5 @@
-"""The branch kind: a saved round's mask trained under another reset (or a random mask with the same per-layer counts),
-without redoing the pruning."""
+"""The branch kind: a saved round's mask trained under another reset (or a random mask with the same per-layer counts,
+or a sanity check of `lth.kinds.sanity`: shuffle, invert, reinit), without redoing the pruning."""
 
 from __future__ import annotations
 
@@ -27,6 +27,20 @@ class BranchKind(Kind):
     @classmethod
     def applies(cls, cfg: Config) -> bool:
         return bool(cfg.branch.get("from")) and not cfg.supermask.method and not cfg.stability.pair
+
+    def check(self, cfg: Config) -> None:
+        from lth.kinds.sanity import SANITY_CHECKS
+
+        sanity = cfg.branch.get("sanity")
+        if sanity is None:
+            return
+        if sanity not in SANITY_CHECKS:
+            raise ValueError(f"branch.sanity: {SANITY_CHECKS.unknown(sanity)}")
+        if cfg.branch.get("random_mask"):
+            raise ValueError("branch.random_mask and branch.sanity both choose the mask; give one "
+                             "(branch.sanity=shuffle is the same per-layer counts at random positions)")
+        if getattr(cfg.pruning.granularity, "value", cfg.pruning.granularity) != "weight":
+            raise ValueError("branch.sanity transforms a weight mask; use it with pruning.granularity=weight")
 
     def total_rounds(self, cfg: Config) -> int:
         return int(cfg.branch["round"])
@@ -57,6 +71,15 @@ class BranchKind(Kind):
                 from lth.pruning import random_neuron_masks_like
 
                 masks = random_neuron_masks_like(masks, layout.removable, seed, layout.consumers)
+        self.reset_name = cfg.ticket.reset
+        self.sanity = cfg.branch.get("sanity")
+        if self.sanity:
+            from lth.kinds.sanity import SANITY_CHECKS, SanityInputs
+
+            check = SANITY_CHECKS[self.sanity]
+            masks = check.masks(SanityInputs(src, k, masks, derive_seed(lineage.plan.reset_seed, "sanity", k),
+                                             list(manager.names)))
+            self.reset_name = check.reset or cfg.ticket.reset
         self.masks = masks
 
     def run(self, lineage: Lineage) -> None:
@@ -65,10 +88,12 @@ class BranchKind(Kind):
             lineage.folder.discard_checkpoint(k)
             return
         trained = self.source.load_trained(k - 1) if k > 0 else lineage.manager.state("init")
-        lineage.reset(k, self.masks, trained, cfg.ticket.reset)
+        lineage.reset(k, self.masks, trained, self.reset_name)
         torch.manual_seed(train_seed(cfg, k))
-        lineage.train_round(k, self.masks, cfg.ticket.reset,
-                            fields={"branch_from": str(self.source.path), "branch_round": k})
+        fields = {"branch_from": str(self.source.path), "branch_round": k}
+        if self.sanity:
+            fields["sanity"] = self.sanity
+        lineage.train_round(k, self.masks, self.reset_name, fields=fields)
 
     def parent(self, lineage: Lineage) -> RunFolder:
         return self.source

@@ -32,6 +32,13 @@ class LineageKind(Kind):
 
             check_stability(cfg)
 
+        from lth.pruning import INIT_CRITERIA
+
+        if cfg.pruning.criterion in INIT_CRITERIA:
+            raise ValueError(f"pruning.criterion={cfg.pruning.criterion} scores the network at initialisation; run it "
+                             "as pruning at init (pruning.at_init=true, e.g. experiment=pai_mlp_mnist1d) or choose a "
+                             "criterion of trained weights for IMP")
+
     def prepare(self, lineage: Lineage) -> None:
         from lth.validate import check_schedule
 

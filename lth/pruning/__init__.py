@@ -1,5 +1,6 @@
 """Pruning: criteria that score weights (or whole units) and selection that turns scores into smaller masks."""
 
+from lth.pruning.at_init import ALL_CRITERIA, INIT_CRITERIA, at_init_criterion
 from lth.pruning.criteria import CRITERIA, score
 from lth.pruning.select import (
     SCOPES,
@@ -19,11 +20,14 @@ from lth.pruning.structured import (
 )
 
 __all__ = [
+    "ALL_CRITERIA",
     "CRITERIA",
+    "INIT_CRITERIA",
     "NEURON_NORMS",
     "SCOPES",
     "alive_units",
     "apply_units",
+    "at_init_criterion",
     "density_schedule",
     "expected_counts",
     "fraction_for_density",

@@ -23,7 +23,8 @@ def test_mutable_defaults_are_not_shared_between_configs():
     a.model.args["hidden"] = [8]
     a.branch["round"] = 3
     a.logger.tags.append("x")
-    assert b.model.args == {} and b.branch == BRANCH_DEFAULTS == {"from": None, "round": None, "random_mask": False}
+    assert b.model.args == {} and b.branch == BRANCH_DEFAULTS == {"from": None, "round": None, "random_mask": False,
+                                                         "sanity": None}
     assert b.logger.tags == [] and a.branch is not BRANCH_DEFAULTS
     assert isinstance(b.supermask, SupermaskConfig) and b.supermask.method is None
 

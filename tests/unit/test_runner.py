@@ -89,7 +89,7 @@ def test_a_different_config_into_the_same_folder_is_refused(tmp_path, data_root,
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("pruning.criterion=largest", "unknown criterion 'largest'; valid choices: large_final"),
+        ("pruning.criterion=largest", "unknown criterion 'largest'; valid choices: grasp, large_final"),
         ("ticket.reset=rewinds", "unknown reset 'rewinds'; valid choices: continue"),
         ("model.name=lenet5", "unknown model 'lenet5'"),
         ("data.name=imagenet", "unknown dataset 'imagenet'"),

@@ -88,7 +88,7 @@ def test_neuron_granularity_rules(changes, pattern):
 def test_branch_rules(tmp_path):
     with pytest.raises(ValueError, match=re.escape("unknown branch key(s) ['form']; valid: from, round, random_mask")):
         validate(config(branch__form="x"))
-    with pytest.raises(ValueError, match="branch.round / branch.random_mask need branch.from"):
+    with pytest.raises(ValueError, match="branch.round / branch.random_mask / branch.sanity need branch.from"):
         validate(config(branch__round=2))
     with pytest.raises(ValueError, match=r"is not a run folder \(no rounds.jsonl\)"):
         validate(config(branch__from=str(tmp_path)))

@@ -17,7 +17,8 @@ def cfg(data_root, *overrides):
 
 
 def test_registered_kinds():
-    assert set(KINDS) == {"lineage", "branch", "heuristic_supermask", "learned_supermask", "gradual", "instability"}
+    assert set(KINDS) == {"lineage", "branch", "heuristic_supermask", "learned_supermask", "pruning_at_init", "gradual",
+                          "instability"}
 
 
 def test_kind_selection(data_root, tmp_path):
