@@ -225,6 +225,13 @@ class Distiller:
 
 
 
+def check_default_teacher(options: Any, kind: Any) -> None:
+    """Refuse train.distill without a named teacher for a kind that trains no dense round 0 to distil from."""
+    if options.enabled and not options.teacher and not kind.dense_round0:
+        raise ValueError(f"train.distill.teacher=[] distils from the run's dense round 0, which a {kind.name} run does "
+                         "not train; name the teacher's run folder: train.distill.teacher=[<run folder>]")
+
+
 def distiller_for(cfg: Any, data: Any) -> Distiller | None:
     """The run's Distiller under train.distill.enabled, else None."""
     return Distiller(cfg.train.distill, data) if cfg.train.distill.enabled else None

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from lth import structured
 from lth.config import Config, config_dict
-from lth.distill import distiller_for
+from lth.distill import check_default_teacher, distiller_for
 from lth.distributed import MaskAgreement, agree, is_spawn, is_writer
 from lth.io import FAULT_ENV
 from lth.kinds import Kind, kind_for
@@ -57,6 +57,7 @@ class Lineage:
         validate(cfg)
         self.kind: Kind = kind_for(cfg)
         self.kind.check(cfg)
+        check_default_teacher(cfg.train.distill, self.kind)
         self.config = config_dict(cfg)
         writer = is_writer(cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.accelerator)
         if sinks is None:

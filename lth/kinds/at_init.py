@@ -44,6 +44,7 @@ class PruningAtInit(Kind):
     """pruning.at_init=true: round 0 = prune θ0 with pruning.criterion to pruning.target_density, then train."""
 
     name = "pruning_at_init"
+    dense_round0 = False  # round 0 trains the mask chosen at init
 
     @classmethod
     def applies(cls, cfg: Config) -> bool:

@@ -12,7 +12,9 @@ Extension points (override what the kind needs; the defaults do nothing special)
 - `callbacks(lineage, r)` extra Lightning callbacks of round r's training;
 - `record_fields(lineage, r)` fields the kind sets or adds in round r's record (after training);
 - `after_round(lineage, r)` files the kind writes once round r is trained, before its record is added;
-- `parent(lineage)` the run folder whose dense round 0 is the run's parent (distillation's default teacher).
+- `parent(lineage)` the run folder whose dense round 0 is the run's parent (distillation's default teacher);
+- `dense_round0`   class attribute: whether round 0 trains the dense network (False: train.distill needs a named
+                   teacher, refused before anything is written otherwise).
 
 Every kind that trains through `lineage.train_round` gets the training objective of `train.distill` (lth.distill).
 """
@@ -38,6 +40,7 @@ class Kind:
     """Base class of the experiment kinds (see the module docstring for the extension points)."""
 
     name = ""
+    dense_round0 = True  # round 0 trains the dense network: train.distill's default teacher for later rounds
 
     @classmethod
     def applies(cls, cfg: Config) -> bool:

@@ -50,6 +50,7 @@ class GradualKind(Kind):
     """gradual.final_density=<s_f>: train once, pruning to s_t every gradual.every steps from gradual.start_step."""
 
     name = "gradual"
+    dense_round0 = False  # round 0 is the gradually pruned run itself
 
     @classmethod
     def applies(cls, cfg: Config) -> bool:

@@ -26,6 +26,7 @@ class InstabilityKind(Kind):
     """stability.pair=true: two copies from one starting point, their linear path and its error barrier (one round)."""
 
     name = "instability"
+    dense_round0 = False  # its round trains the pair, no dense parent before it
 
     @classmethod
     def applies(cls, cfg: Config) -> bool:

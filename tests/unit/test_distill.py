@@ -222,3 +222,15 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path, smoke_conf
 def test_a_teacher_without_distillation_enabled_is_refused(tmp_path, smoke_config):
     with pytest.raises(ValueError, match="train.distill.enabled=false"):
         Lineage(smoke_config("train.distill.teacher=[/x]"), tmp_path / "x", sinks=[])
+
+
+@pytest.mark.parametrize("kind_overrides, kind", [
+    (("pruning.at_init=true", "pruning.criterion=snip", "pruning.target_density=0.5"), "pruning_at_init"),
+    (("gradual.final_density=0.5", "gradual.start_step=4", "gradual.every=2", "gradual.prunings=3",
+      "trainer.max_steps=20"), "gradual"),
+])
+def test_a_kind_without_a_dense_round_0_needs_a_named_teacher_before_anything_is_written(tmp_path, smoke_config,
+                                                                                         kind_overrides, kind):
+    with pytest.raises(ValueError, match=rf"a {kind} run does not train; name the teacher's run folder"):
+        Lineage(smoke_config("train.distill.enabled=true", *kind_overrides), tmp_path / "x", sinks=[])
+    assert not (tmp_path / "x").exists()
