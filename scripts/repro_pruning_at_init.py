@@ -10,8 +10,7 @@ Per network (pai_mlp_mnist1d, pai_digits, pai_cnn1d_mnist1d presets; --networks 
 - one IMP lineage (large_final, global, rewound to θ0) of 6 rounds of 1 − 0.001^(1/6) = 68.4% of the remaining
   weights, so that its rounds 2..6 sit at the same densities (IMP to 0.1% at the LTH's 20% per round would take 31
   rounds; this larger per-round fraction is what the study can afford);
-- gradual magnitude pruning (Zhu & Gupta) to the same final densities, one run each, when the `gradual` kind exists
-  (GMP_PRESETS; a rerun adds its column);
+- gradual magnitude pruning (Zhu & Gupta, the `gradual` kind, GMP_PRESETS) to the same final densities, one run each;
 - the sanity checks shuffle / invert / reinit as branches of the MLP's SynFlow masks and IMP tickets at 3.2% and 0.32%.
 Every training is 150 steps on MNIST-1D, 200 on digits (`--steps`), with the preset's optimizer; collapsed masks are
 recorded (`pruning.allow_collapse=true`), not refused, so their chance accuracy shows. Writes docs/results/pruning_at_init.md
@@ -48,13 +47,6 @@ def nominal(r: int) -> float:
     return 10 ** (-r / 2)
 
 
-def has_gmp() -> bool:
-    """Whether this lth has the gradual kind (the `gradual` config section)."""
-    from lth.config import Config
-
-    return hasattr(Config(), "gradual")
-
-
 def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--steps", type=int, default=None,
                     help=f"training steps of every run (default per network {STEPS}; quick: 20)")
@@ -86,9 +78,8 @@ def jobs(args: argparse.Namespace, out: Path) -> list[Job]:
                                         (*preset, f"seed={s}", f"pruning.criterion={c}",
                                          f"pruning.target_density={nominal(r):.10g}", *extra),
                                         {"network": net, "method": c, "seed": s, "power": r}))
-            if has_gmp():
-                for r in powers:
-                    out_jobs.append(gmp_job(net, s, r, steps))
+            for r in powers:
+                out_jobs.append(gmp_job(net, s, r, steps))
             if net != ablation_net:
                 continue
             for src in ABLATION_SOURCES:
@@ -244,11 +235,9 @@ def main(argv: list[str] | None = None):
     page = Path(args.page)
     rel = Path(png).resolve().relative_to(page.resolve().parent) if png.resolve().is_relative_to(
         page.resolve().parent) else png.resolve()
-    gmp = "" if has_gmp() else ("\n\nGMP is not in this lth yet: its column appears when the study is rerun with "
-                                "the gradual kind.")
     write_page(page, TITLE, f"{describe(args, NAME, common)} Networks: {', '.join(dict.fromkeys(df['network']))}; "
                f"training steps of every run: {args.steps or STEPS}."
-               f"{gmp}\n\n{body.strip()}\n\n![{TITLE}]({rel.as_posix()})")
+               f"\n\n{body.strip()}\n\n![{TITLE}]({rel.as_posix()})")
     print(body, flush=True)
     print(f"wrote {page.resolve()}\nwrote {Path(png).resolve()}", flush=True)
     return df
