@@ -66,7 +66,7 @@ def test_bad_input_is_one_clear_error_before_training(tmp_path, data_root, overr
 
 @pytest.mark.parametrize(
     "key,registry",
-    [("ticket.reset", "lth.reset:RESETS"), ("pruning.criterion", "lth.pruning:CRITERIA"),
+    [("ticket.reset", "lth.reset:RESETS"), ("pruning.criterion", "lth.pruning:ALL_CRITERIA"),
      ("model.name", "lth.models:MODELS"), ("data.name", "lth.data:DATASETS")],
 )
 def test_unknown_names_list_every_valid_choice(tmp_path, data_root, key, registry, smoke_config):
