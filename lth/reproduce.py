@@ -194,6 +194,15 @@ def study_main(name: str, title: str, doc: str, jobs: Callable[[argparse.Namespa
     args.experiment = args.experiment or ("smoke" if args.quick else experiment)
     common = [f"experiment={args.experiment}", f"data.root={args.data_root}", *(quick if args.quick else ()),
               *args.overrides]
+    return run_study(name, title, args, common, jobs, report)
+
+
+def run_study(name: str, title: str, args: argparse.Namespace, common: Sequence[str],
+              jobs: Callable[[argparse.Namespace, Path], list[Job]],
+              report: Callable[[Any, argparse.Namespace], tuple[str, Any]],
+              note: Callable[[Any], str] | None = None) -> Any:
+    """Run a study's lineages with the `common` overrides, then write its page (headed by the command line and
+    `note(frame)`) and figure; the frame of all records."""
     out = Path(args.out).resolve()
     study = jobs(args, out)
     _quiet()
@@ -205,7 +214,8 @@ def study_main(name: str, title: str, doc: str, jobs: Callable[[argparse.Namespa
     page = Path(args.page)
     rel = Path(png).resolve().relative_to(page.resolve().parent) if png.resolve().is_relative_to(
         page.resolve().parent) else png.resolve()
-    write_page(page, title, f"{describe(args, name, common)}\n\n{body.strip()}\n\n![{title}]({rel.as_posix()})")
+    header = describe(args, name, common) + (note(df) if note else "")
+    write_page(page, title, f"{header}\n\n{body.strip()}\n\n![{title}]({rel.as_posix()})")
     print(body, flush=True)
     print(f"wrote {page.resolve()}\nwrote {Path(png).resolve()}", flush=True)
     return df

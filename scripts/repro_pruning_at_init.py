@@ -23,8 +23,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lth.analysis import markdown, mean_std, percent_log_axis, save_figure, subplots
-from lth.reproduce import Job, describe, figure_path, frame, parser, resolve_outputs, run_jobs, write_page
+from lth.analysis import markdown, mean_std, percent_log_axis, subplots
+from lth.reproduce import Job, parser, resolve_outputs, run_study
 
 NAME = "pruning_at_init"
 TITLE = "Pruning at initialisation vs IMP and GMP"
@@ -225,22 +225,8 @@ def main(argv: list[str] | None = None):
     resolve_outputs(ap, args, NAME)
     common = [f"data.root={args.data_root}", "trainer.checkpoint_every=0", "pruning.allow_collapse=true",
               *args.overrides]
-    out = Path(args.out).resolve()
-    study = jobs(args, out)
-    print(f"{NAME}: {len(study)} lineages into {out} with {args.workers} worker(s)", flush=True)
-    run_jobs(study, out, common, args.workers, log=lambda s: print(s, flush=True))
-    df = frame(study, out)
-    body, fig = report(df, args)
-    png = save_figure(fig, figure_path(args))
-    page = Path(args.page)
-    rel = Path(png).resolve().relative_to(page.resolve().parent) if png.resolve().is_relative_to(
-        page.resolve().parent) else png.resolve()
-    write_page(page, TITLE, f"{describe(args, NAME, common)} Networks: {', '.join(dict.fromkeys(df['network']))}; "
-               f"training steps of every run: {args.steps or STEPS}."
-               f"\n\n{body.strip()}\n\n![{TITLE}]({rel.as_posix()})")
-    print(body, flush=True)
-    print(f"wrote {page.resolve()}\nwrote {Path(png).resolve()}", flush=True)
-    return df
+    return run_study(NAME, TITLE, args, common, jobs, report, note=lambda df: (
+        f" Networks: {', '.join(dict.fromkeys(df['network']))}; training steps of every run: {args.steps or STEPS}."))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import torch
 
 from lth import masks as masks_lib
 from lth.cli import compose_config
-from lth.io import FAULT_ENV
 from lth.runner import run
+from tests.faults import crash
 
 # 3 rounds of 60 steps on digits (40 steps per epoch: checkpoints at 20, 40 = an epoch end, 60), Adam, θk at step 10
 ARGS = ["experiment=smoke", "ticket.rounds=2", "trainer.max_steps=60", "trainer.eval_every=20",
@@ -57,17 +57,6 @@ def reference(tmp_path_factory, data_root):
     return out
 
 
-def crash(cfg, out, fault):
-    """Run in a forked child that SIGKILLs itself at `fault`; returns what it left behind (asserting it was killed)."""
-
-    def child():
-        os.environ[FAULT_ENV] = fault
-        run(cfg, out, sinks=[])
-
-    p = mp.get_context("fork").Process(target=child)
-    p.start()
-    p.join(120)
-    assert p.exitcode == -signal.SIGKILL, f"fault {fault} was never reached (exit code {p.exitcode})"
 
 
 def resume(cfg, out):

@@ -3,9 +3,6 @@ schedules refused before anything is written, and a run killed between two pruni
 
 import itertools
 import json
-import multiprocessing as mp
-import os
-import signal
 
 import pytest
 import torch
@@ -13,9 +10,9 @@ import torch
 from lth import masks as masks_lib
 from lth.cli import compose_config
 from lth.config import Config
-from lth.io import FAULT_ENV
 from lth.kinds import kind_for
 from lth.runner import run
+from tests.faults import crash
 
 # smoke: digits, MLP 64-32-10 (hidden 2048 weights, output 320), 40 steps; pruning steps 15, 20, 25, 30 at
 # s_t = 0.1 + 0.9 (1 − (t − 10)/20)³ = 0.4796875, 0.2125, 0.1140625, 0.1
@@ -128,17 +125,6 @@ def test_bad_gradual_configs_are_refused_before_anything_is_written(tmp_path, da
     assert not (tmp_path / "run").exists()
 
 
-def crash(cfg, out, fault):
-    """Run in a forked child that SIGKILLs itself at `fault` (asserting it was killed)."""
-
-    def child():
-        os.environ[FAULT_ENV] = fault
-        run(cfg, out, sinks=[])
-
-    p = mp.get_context("fork").Process(target=child)
-    p.start()
-    p.join(120)
-    assert p.exitcode == -signal.SIGKILL, f"fault {fault} was never reached (exit code {p.exitcode})"
 
 
 @pytest.mark.parametrize(
