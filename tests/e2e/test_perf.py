@@ -1,4 +1,4 @@
-"""The per-step fast paths keep behaviour: cached uint8 mask views, logging only on logged steps, device-side accuracy."""
+"""The per-step fast paths keep behaviour: cached mask factors, logging only on logged steps, device-side accuracy."""
 
 import csv
 
@@ -12,22 +12,22 @@ from lth.lit import RunningAccuracy, TicketModule
 from lth.masks import MaskManager
 
 
-def test_mask_factors_are_cached_uint8_views_of_the_masks():
+def test_mask_factors_are_cached_in_the_weights_dtype_on_cpu():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     mm = MaskManager(model)
     first = mm._mask_factors()
     assert mm._mask_factors() is first  # no per-step work while the masks stay
     for n, f in zip(mm.names, first):
-        assert f.dtype == torch.uint8 and f.data_ptr() == mm.masks[n].data_ptr()  # views: no extra bytes
-    mm.masks["0.weight"][1] = False  # an in-place edit is seen through the view
+        assert f.dtype == torch.float32 and torch.equal(f, mm.masks[n].float())  # float × float: the vector kernel
+    mm.masks["0.weight"][1] = False  # an in-place edit bumps the mask's version: the factors are rebuilt
     mm.apply()
     assert torch.all(model[0].weight[1] == 0) and torch.all(model[0].weight[0] != 0)
     mm.set_masks({n: torch.ones_like(m) for n, m in mm.masks.items()})
     assert mm._mask_factors() is not first
 
 
-def test_uint8_factors_mask_exactly_like_bool_masks():
+def test_mask_factors_mask_exactly_like_bool_masks():
     g = torch.Generator().manual_seed(0)
     model = nn.Sequential(nn.Linear(50, 40), nn.Linear(40, 3))
     mm = MaskManager(model)
