@@ -131,7 +131,7 @@ def test_inputs_untouched_and_no_aliasing(name):
 
 def test_errors():
     ctx, _ = make_ctx()
-    with pytest.raises(ValueError, match="unknown reset 'rewnd'; valid choices: continue, rand_signed_constant"):
+    with pytest.raises(ValueError, match="unknown reset 'rewnd'; valid choices: continue, finetune, lr_rewind, rand_signed_constant"):
         reset_weights("rewnd", ctx)
     ctx.source = {"a": SOURCE["a"]}
     with pytest.raises(ValueError, match=r"source lacks masked layers \['b'\]"):
