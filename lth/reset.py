@@ -76,7 +76,8 @@ class Budget:
     flops_pruned: float  # FLOPs per example under the round's masks
     scratch_cap: float | None = None  # ticket.scratch_cap
     finetune_steps: int | None = None  # ticket.finetune_steps
-    rewind_step: int = 0  # k: θk's step when the round's source is θk, else 0
+    rewind_step: int = 0  # k: ticket.rewind_step (or rewind_epoch in steps)
+    from_rewind: bool = False  # the round's source snapshot is θk (else θ0)
     resume: bool = True  # ticket.rewind_schedule=resume: a round from θk resumes the lr schedule at k
 
 
@@ -108,7 +109,7 @@ class Reset:
 
     def window(self, budget: Budget) -> Window:
         """The round's lr schedule: from θk's step k when the source is θk and ticket.rewind_schedule=resume."""
-        return Window(budget.rewind_step if budget.resume else 0)
+        return Window(budget.rewind_step if budget.from_rewind and budget.resume else 0)
 
     def steps(self, budget: Budget) -> int:
         """The round's training steps: the rest of the schedule after the window's start (T − k)."""

@@ -150,9 +150,8 @@ class Lineage:
         steps = t.max_steps
         if strategy is not None:
             pruned = structured.flops(self.model, self.data.input_shape, masks)["flops_nonzero"]
-            k = self.plan.rewind_step if self.source_tag() == "rewind" else 0
-            budget = Budget(t.max_steps, self.plan.flops_dense, pruned, tk.scratch_cap, tk.finetune_steps, k,
-                            tk.rewind_schedule == "resume")
+            budget = Budget(t.max_steps, self.plan.flops_dense, pruned, tk.scratch_cap, tk.finetune_steps,
+                            self.plan.rewind_step, self.source_tag() == "rewind", tk.rewind_schedule == "resume")
             steps = strategy.steps(budget)
             window = strategy.window(budget)
             optimizer, scheduler = windowed(strategy.optimizer(optimizer, tk.finetune_lr), scheduler, window.start,

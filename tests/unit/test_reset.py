@@ -141,9 +141,9 @@ def test_errors():
         reset_weights("signed_constant", ctx)
 
 
-def _budget(k=0, resume=True, finetune_steps=None):
+def _budget(k=0, resume=True, finetune_steps=None, from_rewind=None):
     return Budget(max_steps=100, flops_dense=10.0, flops_pruned=4.0, finetune_steps=finetune_steps, rewind_step=k,
-                  resume=resume)
+                  from_rewind=k > 0 if from_rewind is None else from_rewind, resume=resume)
 
 
 @pytest.mark.parametrize("name", ["rewind", "random_reinit", "reshuffle", "signed_constant", "signed_reinit",
@@ -153,6 +153,8 @@ def test_resets_from_the_source_resume_the_schedule_at_k(name):
     assert (reset.window(_budget(30)), reset.steps(_budget(30))) == (Window(30), 70)
     assert (reset.window(_budget(30, resume=False)), reset.steps(_budget(30, resume=False))) == (Window(0), 100)
     assert (reset.window(_budget(0)), reset.steps(_budget(0))) == (Window(0), 100)
+    # a source of θ0 (no θk snapshot) restarts the schedule whatever k says
+    assert (reset.window(_budget(30, from_rewind=False)), reset.steps(_budget(30, from_rewind=False))) == (Window(0), 100)
 
 
 def test_windows_of_the_trained_state_and_scratch_resets():
@@ -163,6 +165,8 @@ def test_windows_of_the_trained_state_and_scratch_resets():
             assert (RESETS["scratch_e"].window(b), RESETS["scratch_e"].steps(b)) == (Window(0), 100)
             assert (RESETS["scratch_b"].window(b), RESETS["scratch_b"].steps(b)) == (Window(0), 250)  # 100 × 10/4
             # lr_rewind replays from k whatever ticket.rewind_schedule says (0: the whole schedule)
+            assert (RESETS["lr_rewind"].window(b), RESETS["lr_rewind"].steps(b)) == (Window(k), 100 - k)
+            b = _budget(k, resume, from_rewind=False)  # lr_rewind needs no θk snapshot
             assert (RESETS["lr_rewind"].window(b), RESETS["lr_rewind"].steps(b)) == (Window(k), 100 - k)
             # finetune: the lr of round 0's last step (99), held; ticket.finetune_steps long
             assert (RESETS["finetune"].window(b), RESETS["finetune"].steps(b)) == (Window(99, hold=True), 100)
