@@ -112,6 +112,9 @@ class PruningConfig:
     allow_collapse: bool = False  # a mask with an empty layer or no input-output path: record it and go on
 
 
+REWIND_SCHEDULES = ("resume", "restart")  # ticket.rewind_schedule
+
+
 @dataclass
 class TicketConfig:
     rounds: int = 5  # rounds after round 0 (round 0 trains dense)
@@ -123,6 +126,8 @@ class TicketConfig:
     scratch_cap: float | None = None  # scratch_b: at most this many × trainer.max_steps (None: uncapped)
     finetune_lr: float | None = None  # reset=continue: the optimizer's lr in rounds after 0 (None: unchanged)
     finetune_steps: int | None = None  # reset=continue: steps of rounds after 0 (None: trainer.max_steps)
+    # a round from θk: resume = T − k steps, the lr schedule resuming at step k; restart = T steps, schedule from 0
+    rewind_schedule: str = "resume"
 
 
 @dataclass

@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -553,6 +554,33 @@ def scheduler_factory(spec: Any) -> Callable[[torch.optim.Optimizer], Any] | Non
     if spec is None or callable(spec):
         return spec
     return optimizer_factory(spec)
+
+
+def windowed(optimizer: OptimizerFactory, scheduler: Callable[[torch.optim.Optimizer], Any] | None, start: int,
+             hold: bool = False) -> tuple[OptimizerFactory, Callable[[torch.optim.Optimizer], Any] | None]:
+    """The round's optimizer and scheduler factories with the lr schedule starting at global step `start` (the
+    scheduler fast-forwarded by `start` steps, as round 0's was after `start` optimizer steps); `hold`: that lr for the
+    whole round (no scheduler). The optimizer's own state (Adam's moments and step count) starts fresh."""
+    if scheduler is None or (start == 0 and not hold):
+        return optimizer, scheduler
+
+    def forwarded(opt: torch.optim.Optimizer) -> Any:
+        sched = scheduler(opt)
+        with warnings.catch_warnings():  # no optimizer step before these scheduler steps, on purpose
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+            for _ in range(start):
+                sched.step()
+        return sched
+
+    if not hold:
+        return optimizer, forwarded
+
+    def held(params: Any) -> torch.optim.Optimizer:
+        opt = optimizer(params)
+        forwarded(opt)  # sets every group's lr to the schedule's lr at `start`; the scheduler is then dropped
+        return opt
+
+    return held, None
 
 
 # Hooks Lightning calls through `_call_callback_hooks`, which skips an attribute that is not callable; the checkpoint

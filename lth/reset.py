@@ -5,7 +5,9 @@ A reset strategy is one registered `Reset` object that owns everything the contr
   the trained state for `continue`, a fresh init of the pruned architecture for scratch-E / scratch-B;
 - `weights`: the new values of the prunables, from a `ResetContext` (source θ0/θk, current, fresh draw, generator);
 - `steps`: the round's training length (scratch-B's FLOPs budget, fine-tuning's steps);
-- `optimizer`: the round's optimizer (fine-tuning's learning rate).
+- `optimizer`: the round's optimizer (fine-tuning's learning rate);
+- `window`: where the round's learning-rate schedule starts (θk's step k with late rewinding and lr_rewind, the
+  schedule's last step held for finetune); `steps` defaults to the rest of the schedule after it.
 Adding a reset is one registered subclass plus its tests; the round loop never branches on a reset's name.
 
 `weights` outputs are new full tensors for the prunables named by `ctx.masks`; values at pruned positions are left as
@@ -74,6 +76,18 @@ class Budget:
     flops_pruned: float  # FLOPs per example under the round's masks
     scratch_cap: float | None = None  # ticket.scratch_cap
     finetune_steps: int | None = None  # ticket.finetune_steps
+    rewind_step: int = 0  # k: ticket.rewind_step (or rewind_epoch in steps)
+    from_rewind: bool = False  # the round's source snapshot is θk (else θ0)
+    resume: bool = True  # ticket.rewind_schedule=resume: a round from θk resumes the lr schedule at k
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where a round's learning-rate schedule starts: at global step `start` of round 0's schedule (its lr after
+    `start` scheduler steps), and held there for the whole round when `hold`."""
+
+    start: int = 0
+    hold: bool = False
 
 
 class Reset:
@@ -93,9 +107,13 @@ class Reset:
         """A fresh, seeded draw of the prunables from the model's own initialiser (drawn only when asked for)."""
         return lambda: fresh_weights(inp.model, inp.manager.names, inp.seed_for("fresh"))
 
+    def window(self, budget: Budget) -> Window:
+        """The round's lr schedule: from θk's step k when the source is θk and ticket.rewind_schedule=resume."""
+        return Window(budget.rewind_step if budget.from_rewind and budget.resume else 0)
+
     def steps(self, budget: Budget) -> int:
-        """The round's training steps."""
-        return int(budget.max_steps)
+        """The round's training steps: the rest of the schedule after the window's start (T − k)."""
+        return int(budget.max_steps) - self.window(budget).start
 
     def optimizer(self, factory: OptimizerFactory, finetune_lr: float | None = None) -> OptimizerFactory:
         """The round's optimizer factory."""
@@ -261,6 +279,9 @@ class Continue(Reset):
     def base_state(self, inp: ResetInputs) -> Mapping[str, Tensor]:
         return inp.trained if inp.trained is not None else inp.manager.state(inp.tag)
 
+    def window(self, budget: Budget) -> Window:
+        return Window()
+
     def steps(self, budget: Budget) -> int:
         if budget.finetune_steps is None:
             return int(budget.max_steps)
@@ -274,6 +295,37 @@ class Continue(Reset):
         from lth.lit import with_lr
 
         return with_lr(factory, finetune_lr)
+
+
+@register
+class LrRewind(Continue):
+    """Learning-rate rewinding (Renda et al. 2020): the trained weights, T − k steps with the lr schedule replayed from
+    k = ticket.rewind_step (0: the whole schedule)."""
+
+    name = "lr_rewind"
+
+    def window(self, budget: Budget) -> Window:
+        return Window(budget.rewind_step)
+
+    def steps(self, budget: Budget) -> int:
+        return int(budget.max_steps) - budget.rewind_step
+
+    def optimizer(self, factory: OptimizerFactory, finetune_lr: float | None = None) -> OptimizerFactory:
+        return factory
+
+
+@register
+class Finetune(Continue):
+    """Fine-tuning (Renda et al. 2020): the trained weights, trained at the schedule's final lr (the lr of round 0's
+    last step, T − 1) for ticket.finetune_steps (None: T)."""
+
+    name = "finetune"
+
+    def window(self, budget: Budget) -> Window:
+        return Window(int(budget.max_steps) - 1, hold=True)
+
+    def optimizer(self, factory: OptimizerFactory, finetune_lr: float | None = None) -> OptimizerFactory:
+        return factory
 
 
 class _Scratch(Reset):
@@ -293,6 +345,9 @@ class _Scratch(Reset):
 
     def fresh(self, inp: ResetInputs, base: Mapping[str, Tensor]) -> Callable[[], dict[str, Tensor]]:
         return lambda: {n: base[n] for n in inp.manager.names}
+
+    def window(self, budget: Budget) -> Window:
+        return Window()
 
 
 @register

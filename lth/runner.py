@@ -30,6 +30,7 @@ from lth.lit import (
     build_trainer,
     optimizer_factory,
     scheduler_factory,
+    windowed,
 )
 from lth.loggers import quiet_third_party, wandb_sinks
 from lth.masks import MaskManager
@@ -145,14 +146,20 @@ class Lineage:
         start = time.perf_counter()
         strategy = RESETS[reset] if reset is not None else None
         tk = cfg.ticket
-        optimizer = optimizer_factory(self.plan.optimizer)
+        optimizer, scheduler = optimizer_factory(self.plan.optimizer), scheduler_factory(cfg.scheduler)
         steps = t.max_steps
         if strategy is not None:
             pruned = structured.flops(self.model, self.data.input_shape, masks)["flops_nonzero"]
-            steps = strategy.steps(Budget(t.max_steps, self.plan.flops_dense, pruned, tk.scratch_cap, tk.finetune_steps))
-            optimizer = strategy.optimizer(optimizer, tk.finetune_lr)
+            budget = Budget(t.max_steps, self.plan.flops_dense, pruned, tk.scratch_cap, tk.finetune_steps,
+                            self.plan.rewind_step, self.source_tag() == "rewind", tk.rewind_schedule == "resume")
+            steps = strategy.steps(budget)
+            window = strategy.window(budget)
+            optimizer, scheduler = windowed(strategy.optimizer(optimizer, tk.finetune_lr), scheduler, window.start,
+                                            window.hold)
+            if window.start:  # the round's steps count from its own start; the schedule's global step is start + step
+                fields = {"schedule_start": window.start, **fields}
         objective = self.distiller.objective(self.kind.parent(self), masks) if self.distiller else None
-        module = TicketModule(self.model, optimizer, self.data.num_classes, scheduler_factory(cfg.scheduler), objective)
+        module = TicketModule(self.model, optimizer, self.data.num_classes, scheduler, objective)
         self.module = module  # the round's evaluations, for the kind's record_fields
         ckpt = folder.resume_point(r, self.model.state_dict(), self.manager.names)
         resume_step = checkpoint_step(ckpt) if ckpt is not None else None

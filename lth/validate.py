@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lth.config import BRANCH_DEFAULTS, Config
+from lth.config import BRANCH_DEFAULTS, REWIND_SCHEDULES, Config
 
 
 def _in_open_unit(name: str, x: float) -> None:
@@ -61,6 +61,8 @@ def _validate_values(cfg: Config) -> None:
         raise ValueError(
             f"ticket.rewind_step={tk.rewind_step} must be smaller than the round's length trainer.max_steps={t.max_steps}"
         )
+    if tk.rewind_schedule not in REWIND_SCHEDULES:
+        raise ValueError(f"ticket.rewind_schedule={tk.rewind_schedule!r} is not one of: {', '.join(REWIND_SCHEDULES)}")
     _validate_branch(cfg.branch)
     _validate_sync(cfg.logger)
     _validate_distill(cfg.train.distill)

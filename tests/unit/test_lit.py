@@ -241,3 +241,56 @@ def test_lean_callbacks_keep_their_own_hooks_and_drop_the_inherited_no_ops(tmp_p
     trainer([MaskingCallback(mm), counter, ck], tmp_path, max_steps=4).fit(
         TicketModule(model, OPTIMIZERS["adam"], num_classes=3), batches(4))
     assert counter.steps == 4 and (tmp_path / "ck" / "last.ckpt").exists()
+
+
+def _lrs(optimizer_factory, scheduler_factory, steps):
+    """The lr of each of `steps` optimizer steps, the scheduler stepped after each (Lightning's interval=step)."""
+    opt = optimizer_factory([nn.Parameter(torch.zeros(2))])
+    sched = scheduler_factory(opt) if scheduler_factory is not None else None
+    seen = []
+    for _ in range(steps):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return seen, opt
+
+
+STEP_DECAY = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=3, gamma=0.5)
+WARMUP = functools.partial(torch.optim.lr_scheduler.LambdaLR, lr_lambda=lambda s: min(1.0, (s + 1) / 4))
+
+
+@pytest.mark.parametrize("scheduler, round0", [
+    (STEP_DECAY, [0.8, 0.8, 0.8, 0.4, 0.4, 0.4, 0.2, 0.2]),
+    (WARMUP, [0.2, 0.4, 0.6, 0.8, 0.8, 0.8, 0.8, 0.8]),
+])
+def test_windowed_schedule_resumes_at_start_and_holds_the_last_lr(scheduler, round0):
+    from lth.lit import windowed
+
+    sgd = functools.partial(torch.optim.SGD, lr=0.8)
+    seen = _lrs(sgd, scheduler, 8)[0]
+    assert seen == pytest.approx(round0, abs=1e-15)
+    for start in (0, 2, 5):
+        opt, sched = windowed(sgd, scheduler, start)
+        assert _lrs(opt, sched, 8 - start)[0] == seen[start:]  # bit for bit: the same float operations
+    opt, sched = windowed(sgd, scheduler, 7, hold=True)
+    assert sched is None
+    assert _lrs(opt, sched, 5)[0] == [seen[7]] * 5
+
+
+def test_windowed_leaves_a_round_without_window_or_schedule_unchanged():
+    from lth.lit import windowed
+
+    sgd = functools.partial(torch.optim.SGD, lr=0.8)
+    assert windowed(sgd, STEP_DECAY, 0) == (sgd, STEP_DECAY)
+    assert windowed(sgd, None, 5) == (sgd, None)
+    assert windowed(sgd, None, 5, hold=True) == (sgd, None)
+
+
+def test_windowed_adam_starts_with_fresh_moments_and_step_count():
+    from lth.lit import windowed
+
+    adam = functools.partial(torch.optim.Adam, lr=0.8)
+    opt, _ = windowed(adam, STEP_DECAY, 5)
+    optimizer = opt([nn.Parameter(torch.zeros(2))])
+    assert optimizer.state_dict()["state"] == {}  # no moments, step 0: bias correction starts at step 1

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lth.reset import RESETS, ResetContext, reset_weights
+from lth.reset import RESETS, Budget, ResetContext, Window, reset_weights
 
 # population std: "a" mean 1, deviations ±2 → σ 2; "b" mean −2, deviations ±2 → σ 2
 SOURCE = {"a": torch.tensor([3.0, -1.0, 3.0, -1.0]), "b": torch.tensor([[0.0, -4.0], [-4.0, 0.0]])}
@@ -34,13 +34,14 @@ def make_ctx(seed=0, source=None, masks=None):
 def test_registered_names():
     assert set(RESETS) == {
         "rewind", "random_reinit", "reshuffle", "signed_constant", "signed_reinit", "signed_reshuffle",
-        "rand_signed_constant", "continue", "scratch_e", "scratch_b",
+        "rand_signed_constant", "continue", "scratch_e", "scratch_b", "lr_rewind", "finetune",
     }
 
 
 def test_rewind_continue_random_reinit():
     ctx, calls = make_ctx()
-    for name, expected in (("rewind", SOURCE), ("continue", CURRENT), ("random_reinit", FRESH)):
+    for name, expected in (("rewind", SOURCE), ("continue", CURRENT), ("random_reinit", FRESH), ("lr_rewind", CURRENT),
+                           ("finetune", CURRENT)):
         out = reset_weights(name, ctx)
         assert list(out) == ["a", "b"]
         for n in out:
@@ -130,7 +131,7 @@ def test_inputs_untouched_and_no_aliasing(name):
 
 def test_errors():
     ctx, _ = make_ctx()
-    with pytest.raises(ValueError, match="unknown reset 'rewnd'; valid choices: continue, rand_signed_constant"):
+    with pytest.raises(ValueError, match="unknown reset 'rewnd'; valid choices: continue, finetune, lr_rewind, rand_signed_constant"):
         reset_weights("rewnd", ctx)
     ctx.source = {"a": SOURCE["a"]}
     with pytest.raises(ValueError, match=r"source lacks masked layers \['b'\]"):
@@ -138,3 +139,41 @@ def test_errors():
     ctx.source = {"a": SOURCE["a"], "b": torch.zeros(3)}
     with pytest.raises(ValueError, match=r"layer 'b': source shape \(3,\) != mask shape \(2, 2\)"):
         reset_weights("signed_constant", ctx)
+
+
+def _budget(k=0, resume=True, finetune_steps=None, from_rewind=None):
+    return Budget(max_steps=100, flops_dense=10.0, flops_pruned=4.0, finetune_steps=finetune_steps, rewind_step=k,
+                  from_rewind=k > 0 if from_rewind is None else from_rewind, resume=resume)
+
+
+@pytest.mark.parametrize("name", ["rewind", "random_reinit", "reshuffle", "signed_constant", "signed_reinit",
+                                  "signed_reshuffle", "rand_signed_constant"])
+def test_resets_from_the_source_resume_the_schedule_at_k(name):
+    reset = RESETS[name]
+    assert (reset.window(_budget(30)), reset.steps(_budget(30))) == (Window(30), 70)
+    assert (reset.window(_budget(30, resume=False)), reset.steps(_budget(30, resume=False))) == (Window(0), 100)
+    assert (reset.window(_budget(0)), reset.steps(_budget(0))) == (Window(0), 100)
+    # a source of θ0 (no θk snapshot) restarts the schedule whatever k says
+    assert (reset.window(_budget(30, from_rewind=False)), reset.steps(_budget(30, from_rewind=False))) == (Window(0), 100)
+
+
+def test_windows_of_the_trained_state_and_scratch_resets():
+    for k in (0, 30):
+        for resume in (True, False):
+            b = _budget(k, resume)
+            assert (RESETS["continue"].window(b), RESETS["continue"].steps(b)) == (Window(0), 100)
+            assert (RESETS["scratch_e"].window(b), RESETS["scratch_e"].steps(b)) == (Window(0), 100)
+            assert (RESETS["scratch_b"].window(b), RESETS["scratch_b"].steps(b)) == (Window(0), 250)  # 100 × 10/4
+            # lr_rewind replays from k whatever ticket.rewind_schedule says (0: the whole schedule)
+            assert (RESETS["lr_rewind"].window(b), RESETS["lr_rewind"].steps(b)) == (Window(k), 100 - k)
+            b = _budget(k, resume, from_rewind=False)  # lr_rewind needs no θk snapshot
+            assert (RESETS["lr_rewind"].window(b), RESETS["lr_rewind"].steps(b)) == (Window(k), 100 - k)
+            # finetune: the lr of round 0's last step (99), held; ticket.finetune_steps long
+            assert (RESETS["finetune"].window(b), RESETS["finetune"].steps(b)) == (Window(99, hold=True), 100)
+    assert RESETS["finetune"].steps(_budget(finetune_steps=25)) == 25
+
+
+def test_lr_rewind_and_finetune_ignore_finetune_lr():
+    factory = object()
+    assert RESETS["lr_rewind"].optimizer(factory, 0.5) is factory
+    assert RESETS["finetune"].optimizer(factory, 0.5) is factory

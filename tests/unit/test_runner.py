@@ -195,3 +195,94 @@ def test_trainer_threads_holds_for_the_run_and_is_restored(tmp_path, data_root, 
     run(compose_config(["experiment=smoke", f"data.root={data_root}", f"trainer.threads={target}"]), tmp_path / "r")
     assert seen and set(seen) == {target}  # every round's optimizer was built under the job's thread count
     assert torch.get_num_threads() == before
+
+
+
+# ----- the round's lr schedule: late rewinding resumes it at k; lr_rewind replays it; finetune holds its last lr
+STEP_DECAY = "scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:7,gamma:0.5}"
+
+
+def lr_log():
+    """A callback that keeps, per training round, the lr of every optimizer step and the weights when training starts."""
+    import pytorch_lightning as pl
+
+    class LrLog(pl.Callback):
+        def __init__(self):
+            self.lrs, self.start = [], []
+
+        def on_train_start(self, trainer, pl_module):
+            self.lrs.append([])
+            self.start.append({k: v.detach().clone() for k, v in pl_module.model.state_dict().items()})
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.lrs[-1].append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    return LrLog()
+
+
+def hand_step_decay(start, steps, lr):
+    """StepLR(step_size=7, gamma=0.5) by hand: the lr of global steps start, ..., start + steps − 1."""
+    return [lr * 0.5 ** (s // 7) for s in range(start, start + steps)]
+
+
+def test_late_rewinding_resumes_the_schedule_at_k_for_t_minus_k_steps(tmp_path, smoke_config):
+    cfg = smoke_config("ticket.rewind_step=10", STEP_DECAY)
+    log = lr_log()
+    records = run(cfg, tmp_path / "run", sinks=[], callbacks=[log])
+    lr = cfg.optimizer["lr"]
+    assert [len(x) for x in log.lrs] == [40, 30]
+    assert log.lrs[0] == pytest.approx(hand_step_decay(0, 40, lr), abs=1e-15)
+    assert log.lrs[1] == log.lrs[0][10:]  # the lr of every step equals round 0's at the same global step
+    assert [r.train_steps for r in records] == [40, 30]
+    assert "schedule_start" not in records[0].extra and records[1].extra["schedule_start"] == 10
+    # θk is the weights after exactly k steps of round 0: a 10-step round 0 ends bit-identical to it
+    theta_k = torch.load(tmp_path / "run" / "snapshots.pt", weights_only=True)["snapshots"]["rewind"]
+    run(smoke_config("trainer.max_steps=10", "ticket.rounds=0", STEP_DECAY), tmp_path / "ten", sinks=[])
+    ten = torch.load(tmp_path / "ten" / "round_00" / "trained.pt", weights_only=True)
+    assert theta_k.keys() == ten.keys() and all(torch.equal(theta_k[k], ten[k]) for k in ten)
+    # round 1 starts from θk under the new mask
+    masks = masks_lib.load(tmp_path / "run" / "round_01" / "mask.pt")
+    for k, v in log.start[1].items():
+        assert torch.equal(v, theta_k[k] * masks[k] if k in masks else theta_k[k]), k
+
+
+def test_rewind_schedule_restart_keeps_the_old_schedule_and_length(tmp_path, smoke_config):
+    log = lr_log()
+    records = run(smoke_config("ticket.rewind_step=10", "ticket.rewind_schedule=restart", STEP_DECAY), tmp_path / "run",
+                  sinks=[], callbacks=[log])
+    assert log.lrs[1] == log.lrs[0] and len(log.lrs[1]) == 40
+    assert [r.train_steps for r in records] == [40, 40] and "schedule_start" not in records[1].extra
+
+
+@pytest.mark.slow
+def test_a_resumed_late_rewinding_round_equals_an_uninterrupted_one(tmp_path, smoke_config):
+    from tests.faults import crash
+
+    cfg = smoke_config("ticket.rewind_step=10", STEP_DECAY, "trainer.checkpoint_every=10")
+    run(cfg, tmp_path / "whole", sinks=[])
+    crash(cfg, tmp_path / "cut", "step:1:25")  # round 1 (30 steps) killed after its step-20 checkpoint
+    run(cfg, tmp_path / "cut", sinks=[])
+    assert strip_time(rounds(tmp_path / "cut")) == strip_time(rounds(tmp_path / "whole"))
+    for name in ("trained.pt", "evals.jsonl"):
+        a, b = tmp_path / "whole" / "round_01" / name, tmp_path / "cut" / "round_01" / name
+        if name.endswith(".pt"):
+            a, b = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+            assert all(torch.equal(a[k], b[k]) for k in a)
+        else:
+            assert a.read_text() == b.read_text()
+
+
+def test_lr_rewind_and_finetune_keep_the_trained_weights(tmp_path, smoke_config):
+    lr = smoke_config().optimizer["lr"]
+    for reset, k, steps, expected in (("lr_rewind", 10, 30, hand_step_decay(10, 30, lr)),
+                                      ("lr_rewind", 0, 40, hand_step_decay(0, 40, lr)),
+                                      ("finetune", 0, 40, [lr * 0.5 ** (39 // 7)] * 40)):
+        log, out = lr_log(), tmp_path / f"{reset}_{k}"
+        records = run(smoke_config(f"ticket.reset={reset}", f"ticket.rewind_step={k}", STEP_DECAY), out, sinks=[],
+                      callbacks=[log])
+        assert log.lrs[1] == pytest.approx(expected, abs=1e-15), reset
+        assert records[1].reset == reset and records[1].train_steps == steps
+        trained = torch.load(out / "round_00" / "trained.pt", weights_only=True)
+        masks = masks_lib.load(out / "round_01" / "mask.pt")
+        for name, v in log.start[1].items():  # round 1 starts from round 0's trained weights under the new mask
+            assert torch.equal(v, trained[name] * masks[name] if name in masks else trained[name]), (reset, name)

@@ -55,6 +55,7 @@ def test_unknown_registry_names_list_the_choices(key, value, choices):
     ({"ticket__rounds": -1}, r"ticket.rounds must be >= 0, got -1"),
     ({"ticket__rewind_step": -1}, r"ticket.rewind_step and ticket.rewind_epoch must be >= 0"),
     ({"ticket__rewind_step": 2, "ticket__rewind_epoch": 1}, r"set ticket.rewind_step or ticket.rewind_epoch, not both"),
+    ({"ticket__rewind_schedule": "resumed"}, r"ticket.rewind_schedule='resumed' is not one of: resume, restart"),
     ({"ticket__rewind_step": 1000}, r"ticket.rewind_step=1000 must be smaller than the round's length "
                                      r"trainer.max_steps=1000"),
     ({"ticket__scratch_cap": 0.5}, r"ticket.scratch_cap must be >= 1"),
