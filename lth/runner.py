@@ -157,7 +157,7 @@ class Lineage:
             optimizer, scheduler = windowed(strategy.optimizer(optimizer, tk.finetune_lr), scheduler, window.start,
                                             window.hold)
             if window.start:  # the round's steps count from its own start; the schedule's global step is start + step
-                fields = {"schedule_start": window.start, **fields}
+                fields = {"schedule_start": window.start, **(fields or {})}
         objective = self.distiller.objective(self.kind.parent(self), masks) if self.distiller else None
         module = TicketModule(self.model, optimizer, self.data.num_classes, scheduler, objective)
         self.module = module  # the round's evaluations, for the kind's record_fields
