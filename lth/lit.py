@@ -75,6 +75,7 @@ class TicketModule(pl.LightningModule):
         self._eval_count: list[int] = []
         self.history: list[dict[str, float]] = []  # one entry per evaluation: step, val/test loss and accuracy
         self.nonfinite_step: int | None = None
+        self.eval_step: int | None = None  # the step an evaluation is recorded at, when not the Trainer's own
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets `_current_fx_name` around each of its ~15 hook calls per step; a plain string needs none of
@@ -143,7 +144,7 @@ class TicketModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        entry: dict[str, float] = {"step": int(self.global_step)}
+        entry: dict[str, float] = {"step": int(self.global_step) if self.eval_step is None else self.eval_step}
         if self.train_acc.update_count:
             entry["train_acc"] = float(self.train_acc.compute())  # over the steps since the last evaluation
             self.train_acc.reset()

@@ -172,6 +172,7 @@ class Lineage:
             if module.nonfinite_step is None and (not module.history or module.history[-1]["step"] != trainer.global_step):
                 # the last step was no evaluation step: evaluate it (in this process: evaluation is not sharded)
                 evaluator = self.trainer(r, steps, [], single_process=True) if is_spawn(t.strategy) else trainer
+                module.eval_step = int(trainer.global_step)  # a fresh evaluator's own step count is 0
                 evaluator.validate(module, evals, verbose=False)
         if self.distiller:  # the teacher, its test accuracy and the student's agreement with it
             fields = {**self.distiller.fields(self.model, self.data.test_dataloader()), **(fields or {})}
