@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import re
 import shlex
 import struct
@@ -515,13 +516,19 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
 
 
 def _tiny_torchvision_files(root: Path) -> None:
-    """MNIST / Fashion-MNIST in torchvision's IDX format: 120 train, 40 test images of noise."""
+    """MNIST / Fashion-MNIST in torchvision's IDX format and CIFAR-10 in its pickled batches: 120 train, 40 test images
+    of noise."""
     rng = np.random.default_rng(0)
     for folder in ("MNIST/raw", "FashionMNIST/raw"):
         (root / folder).mkdir(parents=True, exist_ok=True)
         for split, n in (("train", 120), ("t10k", 40)):
             _write_idx(root / folder / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), np.uint8))
             _write_idx(root / folder / f"{split}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    cifar = root / "cifar-10-batches-py"
+    cifar.mkdir(parents=True, exist_ok=True)
+    for name, n in [*((f"data_batch_{k}", 24) for k in range(1, 6)), ("test_batch", 40)]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), np.uint8), b"labels": [j % 10 for j in range(n)]}
+        (cifar / name).write_bytes(pickle.dumps(batch))
 
 
 @pytest.mark.slow
@@ -532,7 +539,7 @@ def test_every_experiment_preset_runs_one_fast_round(tmp_path: Path, data_root: 
     overrides = [f"experiment={preset}", "debug=fast", f"data.root={data_root}"]
     if compose_hydra(overrides).data.name in FILE_DATA:  # tiny stand-ins for torchvision's files
         _tiny_torchvision_files(tmp_path / "files")
-        overrides += [f"data.root={tmp_path / 'files'}", "data.val_size=20"]
+        overrides += [f"data.root={tmp_path / 'files'}", "data.val_size=20", "data.batch_size=20"]
     config = typed(compose_hydra(overrides))
     run(config, tmp_path / "run")
     records = [json.loads(x) for x in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
