@@ -56,8 +56,8 @@ def test_unknown_registry_names_list_the_choices(key, value, choices):
     ({"ticket__rewind_step": -1}, r"ticket.rewind_step and ticket.rewind_epoch must be >= 0"),
     ({"ticket__rewind_step": 2, "ticket__rewind_epoch": 1}, r"set ticket.rewind_step or ticket.rewind_epoch, not both"),
     ({"ticket__rewind_schedule": "resumed"}, r"ticket.rewind_schedule='resumed' is not one of: resume, restart"),
-    ({"ticket__rewind_step": 1000}, r"ticket.rewind_step=1000 must be smaller than the round's length "
-                                     r"trainer.max_steps=1000"),
+    ({"ticket__rewind_step": 1000}, (r"ticket.rewind_step=1000 must be smaller than the round's length "
+                                     r"trainer.max_steps=1000")),
     ({"ticket__scratch_cap": 0.5}, r"ticket.scratch_cap must be >= 1"),
     ({"ticket__finetune_lr": 0.0}, r"ticket.finetune_lr must be positive or null, got 0.0"),
     ({"ticket__finetune_steps": 0}, r"ticket.finetune_steps must be >= 1 or null, got 0"),
