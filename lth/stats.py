@@ -79,12 +79,12 @@ def verdict(diff: Interval, direction: int) -> str:
     return "inconclusive"
 
 
-def fmt(iv: Interval, scale: float = 100.0, digits: int = 1, sign: bool = False) -> str:
+def fmt(iv: Interval, scale: float = 100.0, digits: int = 1, sign: bool = False, sep: str = " ") -> str:
     """'mean ± std [lo, hi]' times `scale` (one value: the mean alone; none: '–'); `sign`: '+' on positive numbers
-    (for differences)."""
+    (for differences); `sep` goes before the interval (a table cell's '<br>' puts it on a second line)."""
     if iv.n == 0:
         return "–"
     f = f"{{:{'+' if sign else ''}.{digits}f}}".format
     if iv.n == 1:
         return f(scale * iv.mean)
-    return f"{f(scale * iv.mean)} ± {scale * iv.std:.{digits}f} [{f(scale * iv.lo)}, {f(scale * iv.hi)}]"
+    return f"{f(scale * iv.mean)} ± {scale * iv.std:.{digits}f}{sep}[{f(scale * iv.lo)}, {f(scale * iv.hi)}]"

@@ -88,3 +88,7 @@ def test_fmt_cells():
     assert fmt(interval([])) == "–"
     d = paired({0: 0.61, 1: 0.63}, {0: 0.60, 1: 0.60})  # diffs .01 .03: mean .02, std .014142, t_{.975,1} = 12.706
     assert fmt(d, sign=True) == "+2.0 ± 1.4 [-10.7, +14.7]"
+
+
+def test_fmt_puts_the_interval_after_sep():
+    assert fmt(interval([0.60, 0.62, 0.64]), sep="<br>") == "62.0 ± 2.0<br>[57.0, 67.0]"
