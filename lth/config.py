@@ -147,6 +147,8 @@ class GradualConfig:
 class TrainerConfig:
     max_steps: int = 1000
     eval_every: int = 100  # evaluate val + test every this many steps (LTH's early-stop check)
+    # which evaluation is the round's early-stop point: lowest val_loss (LTH's) or highest val_acc (lth.early_stop)
+    early_stop_metric: str = "val_loss"
     checkpoint_every: int = 200  # write round_XX/checkpoints/last.ckpt every this many steps (0: never)
     log_every_n_steps: int = 50
     accelerator: str = "cpu"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lth.config import BRANCH_DEFAULTS, REWIND_SCHEDULES, Config
+from lth.early_stop import EARLY_STOP_RULES
 
 
 def _in_open_unit(name: str, x: float) -> None:
@@ -61,6 +62,8 @@ def _validate_values(cfg: Config) -> None:
         raise ValueError(
             f"ticket.rewind_step={tk.rewind_step} must be smaller than the round's length trainer.max_steps={t.max_steps}"
         )
+    if t.early_stop_metric not in EARLY_STOP_RULES:
+        raise ValueError(f"trainer.early_stop_metric: {EARLY_STOP_RULES.unknown(t.early_stop_metric)}")
     if tk.rewind_schedule not in REWIND_SCHEDULES:
         raise ValueError(f"ticket.rewind_schedule={tk.rewind_schedule!r} is not one of: {', '.join(REWIND_SCHEDULES)}")
     _validate_branch(cfg.branch)
