@@ -99,6 +99,9 @@ def _validate_structured(cfg: Config) -> None:
     if p.max_group_ratio is not None and not 0.0 < p.max_group_ratio <= 1.0:
         raise ValueError(f"pruning.max_group_ratio must be in (0, 1] (the most of a group's channels ever removed) or "
                          f"null, got {p.max_group_ratio}")
+    if p.max_group_ratio is not None and getattr(p.granularity, "value", p.granularity) != "neuron":
+        raise ValueError("pruning.max_group_ratio caps the channels a dependency group loses; it needs "
+                         "pruning.granularity=neuron")
     if getattr(p.granularity, "value", p.granularity) == "neuron":
         if p.structured_norm not in GROUP_NORMS:
             raise ValueError(f"pruning.structured_norm: {GROUP_NORMS.unknown(p.structured_norm)}")

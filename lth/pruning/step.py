@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lth.pruning.criteria import score
 from lth.pruning.select import select
-from lth.pruning.structured import group_scores, select_groups
+from lth.pruning.structured import group_scores, norm_weights, select_groups
 
 
 def prune_step(r: int, pruning: Any, fraction: float, overrides: Mapping[str, float], layout: Any,
@@ -23,9 +23,8 @@ def prune_step(r: int, pruning: Any, fraction: float, overrides: Mapping[str, fl
     dict (BatchNorm weights for structured_norm=scale)."""
     scope = getattr(pruning.scope, "value", pruning.scope)
     if layout is not None:
-        norms = {n.name: state[f"{n.name}.weight"] for g in layout.groups for n in g.norms
-                 if state is not None and f"{n.name}.weight" in state}
-        scores = group_scores(pruning.structured_norm, w_final, masks, layout, generator=generator, norms=norms)
+        scores = group_scores(pruning.structured_norm, w_final, masks, layout, generator=generator,
+                              norms=norm_weights(layout, state or {}))
         new = select_groups(scores, masks, layout, fraction, scope=scope, overrides=overrides,
                             max_ratio=getattr(pruning, "max_group_ratio", None))
     else:

@@ -214,6 +214,24 @@ def group_scores(norm: str, weights: Mapping[str, Tensor], masks: Mapping[str, T
     return {g.name: GROUP_NORMS[norm](g, kept, norms or {}, generator) for g in layout.groups}
 
 
+def norm_weights(layout: GroupLayout, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """BatchNorm module name → its weight (γ) in `state`, for the removable groups' BatchNorms (`group_scores`)."""
+    return {n.name: state[f"{n.name}.weight"] for g in layout.groups for n in g.norms if f"{n.name}.weight" in state}
+
+
+def check_groups(norm: str, layout: GroupLayout, state: Mapping[str, Tensor], names: list[str],
+                 overrides: Mapping[str, float] | None = None) -> None:
+    """ValueError, before any training, if channel score `norm` does not fit the groups (e.g. 'scale' on a group
+    without BatchNorm) or `overrides` give a group two fractions or a refused group one; `names`: the masked weights."""
+    weights = {n: state[n] for n in names}
+    masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
+    try:  # a private generator: the check must not move the global RNG
+        group_scores(norm, weights, masks, layout, torch.Generator().manual_seed(0), norm_weights(layout, state))
+    except ValueError as e:
+        raise ValueError(f"pruning.structured_norm={norm}: {e}") from None
+    group_fractions(names, layout, overrides)
+
+
 def alive_channels(masks: Mapping[str, Tensor], layout: GroupLayout) -> dict[str, Tensor]:
     """Per removable group, 1-D flags: which channels some producer's row still keeps a weight of."""
     out = {}

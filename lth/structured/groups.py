@@ -47,7 +47,9 @@ from lth.structured.layout import (
     SHAPE_METHODS,
     WEIGHTED,
     _trace,
+    flattens,
     module_of,
+    passes,
     weight_of,
 )
 
@@ -262,11 +264,11 @@ class _GroupWalk:
             self.refuse(vals, f"it is combined with another tensor in {_where(node)}")
             return OPAQUE
         v = vals[0]
-        if self.passes(node):
+        if passes(node):
             if not self.zero_preserving(node):
                 self.unsafe.add(v.space)
             return v
-        if self.flattens(node):
+        if flattens(node):
             return _Val(v.space, flat=not v.linear, linear=v.linear)
         self.refuse(vals, f"it reaches {_where(node)}, which the layout cannot follow")
         return OPAQUE
@@ -306,34 +308,11 @@ class _GroupWalk:
         self.couplings.append((out, f"concatenation {_where(node)}"))
         return _Val(out, linear=linear)
 
-    def passes(self, node: torch.fx.Node) -> bool:
-        tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
-        if len(tensor_args) != 1 or node.args[0] is not tensor_args[0] or node.kwargs.get("return_indices"):
-            return False
-        if node.op == "call_function" and node.target in SCALAR_OPS:
-            return all(isinstance(a, int | float) for a in node.args[1:])
-        if node.op == "call_function":
-            return node.target in PASS_FUNCTIONS
-        return node.op == "call_method" and node.target in PASS_METHODS
-
     @staticmethod
     def zero_preserving(node: torch.fx.Node) -> bool:
         if node.target in SCALAR_OPS:  # x * c, x / c keep 0; x + c, x - c do not
             return node.target in (operator.mul, operator.truediv, torch.mul)
         return node.target in ZERO_FUNCTIONS or node.target in ZERO_METHODS
-
-    @staticmethod
-    def flattens(node: torch.fx.Node) -> bool:
-        """flatten(x, 1) / x.flatten(1) / x.view(batch, -1) / x.reshape(batch, -1)."""
-        args, kw = node.args[1:], node.kwargs
-        if node.target in (torch.flatten, "flatten"):
-            start = args[0] if args else kw.get("start_dim", 0)
-            end = args[1] if len(args) > 1 else kw.get("end_dim", -1)
-            return start == 1 and end == -1
-        if node.op == "call_method" and node.target in ("view", "reshape"):
-            shape = args[0] if len(args) == 1 and isinstance(args[0], tuple | list) else args
-            return len(shape) == 2 and shape[1] == -1
-        return False
 
     def visit_module(self, node: torch.fx.Node, vals: list[_Val], opaque: bool) -> _Val | str | None:
         name = str(node.target)

@@ -111,7 +111,8 @@ def test_scratch_cap_limits_scratch_b(lineage, tmp_path, data_root):
         ("ticket.mask0=freeze_init", "mask0=zero"),
         ("ticket.scratch_cap=0.5", "scratch_cap must be >= 1"),
         ("model.args.hidden=[]", "no layer of model 'mlp' can lose units"),
-        ("+pruning.max_group_ratio=1.5", r"max_group_ratio must be in \(0, 1\]"),
+        ("pruning.max_group_ratio=1.5", r"max_group_ratio must be in \(0, 1\]"),
+        ("pruning.structured_norm=scale", "group 'hidden.0.weight' has no BatchNorm"),
     ],
 )
 def test_bad_structured_config_is_rejected_before_training(tmp_path, data_root, override, message):

@@ -1,7 +1,6 @@
 """Dependency groups (residual adds, concatenations, depthwise convs, BatchNorm, flatten) found by name on the registry
 models and on DenseNet- / MobileNetV2-style probes; unsupported ops refused by name; any masks compacted exactly."""
 
-import copy
 import warnings
 
 import pytest
@@ -14,6 +13,7 @@ from lth.models import build_model
 from lth.pruning import alive_channels, group_scores, select_groups
 from lth.pruning.select import removal_count
 from lth.structured import Slice, compact, dependency_groups
+from tests.unit.structured.test_structured import masked_copy, randomize, weight_masks
 
 
 class DenseProbe(nn.Module):
@@ -185,33 +185,6 @@ def test_non_prunable_member_refuses_its_group():
 
 
 # -- compaction of group-pruned masks ---------------------------------------------------------------------------------
-
-def weight_masks(model):
-    return {f"{n}.weight": torch.ones_like(m.weight, dtype=torch.bool) for n, m in model.named_modules()
-            if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)}
-
-
-def randomize(model):
-    """Non-zero biases and BatchNorm statistics, so a dropped channel's bias would show in the outputs."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if getattr(m, "bias", None) is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen))
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen))
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen))
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-    return model
-
-
-def masked_copy(model, masks):
-    out = copy.deepcopy(model)
-    with torch.no_grad():
-        for n, m in masks.items():
-            out.get_parameter(n).mul_(m)
-    return out
-
 
 def group_masks(model, x, fraction=0.5, rounds=2, scope="layerwise"):
     layout = dependency_groups(model, x)
