@@ -103,7 +103,8 @@ class PruningConfig:
     exclude: list[str] | None = None
     seed: int | None = None  # for the random criterion; None: the lineage seed
     granularity: Granularity = Granularity.weight  # neuron: whole rows of Linear / filters of Conv (lth.structured)
-    structured_norm: str = "l1"  # granularity=neuron: unit score, l1 | l2 | random (norm of its kept weights)
+    structured_norm: str = "l1"  # granularity=neuron: channel score over its group, l1 | l2 | random | scale (BN |γ|)
+    max_group_ratio: float | None = None  # granularity=neuron: most of a group's channels ever removed (None: no cap)
     # pruning at initialisation (lth.kinds.at_init): prune to target_density before round 0's training, then train
     at_init: bool = False
     init_batches: int = 1  # training batches snip / grasp score on

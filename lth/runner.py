@@ -140,7 +140,7 @@ class Lineage:
         gen = torch.Generator().manual_seed(derive_seed(p.seed if p.seed is not None else self.cfg.seed, "criterion", r))
         w_init = {n: v.cpu() for n, v in self.manager.weights("init").items()} if plan.layout is None else {}
         return agree(prune_step(r, p, plan.fraction, plan.overrides, plan.layout, masks, w_init,
-                                {n: trained[n] for n in self.manager.names}, gen))
+                                {n: trained[n] for n in self.manager.names}, gen, state=trained))
 
     def reset(self, r: int, masks: dict[str, Tensor], trained: Mapping[str, Tensor] | None, name: str) -> None:
         """Set masks and weights for round `r` under reset strategy `name` (from round r−1's `trained` state)."""

@@ -96,15 +96,21 @@ def _validate_at_init(cfg: Config) -> None:
 
 
 def _validate_structured(cfg: Config) -> None:
-    from lth.pruning import NEURON_NORMS
+    from lth.pruning import GROUP_NORMS
 
     p, tk = cfg.pruning, cfg.ticket
+    if p.max_group_ratio is not None and not 0.0 < p.max_group_ratio <= 1.0:
+        raise ValueError(f"pruning.max_group_ratio must be in (0, 1] (the most of a group's channels ever removed) or "
+                         f"null, got {p.max_group_ratio}")
+    if p.max_group_ratio is not None and getattr(p.granularity, "value", p.granularity) != "neuron":
+        raise ValueError("pruning.max_group_ratio caps the channels a dependency group loses; it needs "
+                         "pruning.granularity=neuron")
     if getattr(p.granularity, "value", p.granularity) == "neuron":
-        if p.structured_norm not in NEURON_NORMS:
-            raise ValueError(f"pruning.structured_norm: {NEURON_NORMS.unknown(p.structured_norm)}")
+        if p.structured_norm not in GROUP_NORMS:
+            raise ValueError(f"pruning.structured_norm: {GROUP_NORMS.unknown(p.structured_norm)}")
         if p.criterion != "large_final":
             raise ValueError(f"pruning.criterion={p.criterion} is not used with pruning.granularity=neuron; choose the "
-                             f"unit score with pruning.structured_norm ({', '.join(NEURON_NORMS.names())})")
+                             f"unit score with pruning.structured_norm ({', '.join(GROUP_NORMS.names())})")
         if p.output_fraction is not None:
             raise ValueError("pruning.output_fraction: with pruning.granularity=neuron the output layer's units are "
                              "never removed; drop it")
