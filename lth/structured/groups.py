@@ -256,7 +256,7 @@ class _GroupWalk:
             return None
         if not vals:
             return OPAQUE if opaque else None
-        if node.target in ADDS and len(vals) >= 2:
+        if node.target in ADDS and (len(vals) >= 2 or opaque):
             return self.add(node, vals, opaque)
         if node.target in CATS or node.target == "cat":
             return self.cat(node, vals)
