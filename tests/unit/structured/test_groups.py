@@ -1,6 +1,7 @@
 """Dependency groups (residual adds, concatenations, depthwise convs, BatchNorm, flatten) found by name on the registry
 models and on DenseNet- / MobileNetV2-style probes; unsupported ops refused by name; any masks compacted exactly."""
 
+import copy
 import warnings
 
 import pytest
@@ -386,3 +387,33 @@ def test_a_residual_from_the_model_input_is_refused():
     assert layout.removable == ["a.weight"]
     assert layout.refused["b.weight"] == "it is added to a tensor of other channels in 'add' (call_function add, " \
                                          "in module '')"
+
+
+def test_scratch_state_of_a_group_pruned_resnet_is_the_small_network_reinitialised():
+    from lth.models import reinitialize
+    from lth.structured import scratch_state
+    from lth.structured.compact import build, plan
+
+    model, x = make("resnet20")
+    _, masks = group_masks(model, x, rounds=1)
+    state = scratch_state(model, masks, seed=3, example_input=x)
+    how = plan(model, masks, x)
+    expected = build(model, masks, how)
+    reinitialize(expected, 3)
+    loaded = copy.deepcopy(model)
+    loaded.load_state_dict(state)
+    got = compact(loaded, masks, x)
+    assert got.conv.out_channels == 2 and got.blocks[8].conv2.out_channels == 8
+    for k, v in expected.state_dict().items():
+        assert torch.equal(got.state_dict()[k], v), k
+
+
+def test_residual_mlp_is_one_group_and_plain_models_one_group_per_layer():
+    layout = dependency_groups(build_model("mlp", (10,), 3, hidden=(6, 6, 6), residual=True))
+    assert layout.removable == ["hidden.0.weight"]
+    g = layout["hidden.2.weight"]
+    assert names(g.producers) == ["hidden.0.weight", "hidden.1.weight", "hidden.2.weight"]
+    assert names(g.consumers) == ["hidden.1.weight", "hidden.2.weight", "output.weight"] and g.size == 6
+    vgg = dependency_groups(build_model("vgg16", (3, 16, 16), 10, width=4))
+    assert len(vgg.groups) == 13 and not any(g.coupled for g in vgg.groups)  # 13 convs, then the output layer
+    assert vgg["features.0.weight"].norms == [Slice("features.1", 0, 4)]
