@@ -227,7 +227,8 @@ class _GroupWalk:
         allowed = None if prunables is None else set(prunables)
         out = GroupLayout()
         order = {w: i for i, w in enumerate(weight_of(n) for n in self.modules)}
-        for root, g in sorted(groups.items(), key=lambda kv: min(order[p.name] for p in kv[1].producers)):
+        written = {root: g for root, g in groups.items() if g.producers}  # a space only read (never made) is no group
+        for root, g in sorted(written.items(), key=lambda kv: min(order[p.name] for p in kv[1].producers)):
             g.producers.sort(key=lambda s: order[s.name])
             g.name = g.producers[0].name
             if root not in why and allowed is not None:
