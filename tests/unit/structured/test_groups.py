@@ -163,14 +163,17 @@ class OpProbe(nn.Module):
     (lambda h: torch.roll(h, 1, dims=1), "'roll' (call_function roll, in module 'mix')"),
     (shuffle, "'view' (call_method view, in module 'mix')"),  # a channel shuffle
     (swap_halves, "'chunk' (call_method chunk, in module 'mix')"),
-    (lambda h: h * torch.sigmoid(h.mean((2, 3), keepdim=True)), "'mean' (call_method mean, in module 'mix')"),
+    (lambda h: h * torch.sigmoid(h.mean((2, 3), keepdim=True)), "'mul' (call_function mul, in module 'mix')"),
+    (lambda h: h.mean(2, keepdim=True), "'mean' (call_method mean, in module 'mix')"),  # not every spatial dim
 ])
 def test_unsupported_ops_are_refused_by_name_and_module_path(op, node):
     layout = dependency_groups(OpProbe(op))
-    assert layout.refused == {"mix.a.weight": f"it reaches {node}, which the layout cannot follow",
-                              "fc.weight": "its channels are the model's outputs"}
+    why = f"it reaches {node}, which the layout cannot follow"
+    if "mul" in node:  # squeeze-excite: a feature map times another
+        why = f"it is combined with another tensor in {node}"
+    assert layout.refused == {"mix.a.weight": why, "fc.weight": "its channels are the model's outputs"}
     assert layout.removable == ["b.weight"]  # only the group the op touches is refused
-    with pytest.raises(KeyError, match="cannot follow"):
+    with pytest.raises(KeyError, match="is in no removable group"):
         layout["mix.a.weight"]
 
 
@@ -417,3 +420,30 @@ def test_residual_mlp_is_one_group_and_plain_models_one_group_per_layer():
     vgg = dependency_groups(build_model("vgg16", (3, 16, 16), 10, width=4))
     assert len(vgg.groups) == 13 and not any(g.coupled for g in vgg.groups)  # 13 convs, then the output layer
     assert vgg["features.0.weight"].norms == [Slice("features.1", 0, 4)]
+
+
+class MeanHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 3, padding=1)
+        self.b = nn.Conv2d(6, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.b(torch.relu(self.a(x)).amax(dim=(-1, -2), keepdim=True)))
+        return self.fc(h.mean((2, 3)))
+
+
+def test_global_mean_and_max_over_spatial_dims_keep_channels():
+    model = randomize(MeanHead()).eval()
+    layout = dependency_groups(model)
+    assert layout.removable == ["a.weight", "b.weight"]
+    assert layout["b.weight"].consumers == [Slice("fc.weight", 0, 4)]
+    masks = weight_masks(model)
+    masks = select_groups(group_scores("l1", {n: model.get_parameter(n) for n in masks}, masks, layout), masks,
+                          layout, 0.5)
+    small = compact(model, masks)
+    assert (small.a.out_channels, small.b.out_channels, small.fc.in_features) == (3, 2, 2)
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        assert torch.allclose(small(x), masked_copy(model, masks)(x), atol=1e-5)
