@@ -76,7 +76,7 @@ def make_plan(cfg: Config, data: Any, model: nn.Module, manager: MaskManager) ->
         if not layout.groups:
             why = "; ".join(f"{n}: {reason}" for n, reason in layout.refused.items())
             raise ValueError(f"pruning.granularity=neuron: no layer of model '{cfg.model.name}' can lose units ({why})")
-        from lth.pruning.structured import check_groups
+        from lth.pruning.groups import check_groups
 
         check_groups(p.structured_norm, layout, model.state_dict(), manager.names, overrides)
     return Plan(

@@ -2,6 +2,14 @@
 
 from lth.pruning.at_init import ALL_CRITERIA, INIT_CRITERIA, at_init_criterion
 from lth.pruning.criteria import CRITERIA, score
+from lth.pruning.groups import (
+    GROUP_NORMS,
+    alive_channels,
+    apply_groups,
+    group_scores,
+    random_group_masks_like,
+    select_groups,
+)
 from lth.pruning.select import (
     SCOPES,
     density_schedule,
@@ -11,17 +19,11 @@ from lth.pruning.select import (
     select,
 )
 from lth.pruning.structured import (
-    GROUP_NORMS,
     NEURON_NORMS,
-    alive_channels,
     alive_units,
-    apply_groups,
     apply_units,
-    group_scores,
     neuron_scores,
-    random_group_masks_like,
     random_neuron_masks_like,
-    select_groups,
     select_neurons,
 )
 

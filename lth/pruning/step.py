@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from lth.pruning.criteria import score
+from lth.pruning.groups import group_scores, norm_weights, select_groups
 from lth.pruning.select import select
-from lth.pruning.structured import group_scores, norm_weights, select_groups
 
 
 def prune_step(r: int, pruning: Any, fraction: float, overrides: Mapping[str, float], layout: Any,

@@ -4,8 +4,9 @@ A *group* is one channel space: channel j of a group is kept or removed in every
 by a residual add or subtraction (every value summed, and everything that reads the sum), a concatenation along the
 channel dim (channel i of input k is channel offset_k + i of the concatenation), a depthwise convolution
 (groups == in_channels == out_channels: its filter j reads only input channel j, so it joins its input's group),
-BatchNorm (its entries), elementwise activations, dropout and pooling (they keep channels apart), and flatten after
-pooling (channel j of a Conv output becomes a contiguous block of the flattened columns a Linear reads).
+BatchNorm (its entries), elementwise activations, dropout and pooling (they keep channels apart; also `x.mean((2, 3))`
+and sum / amax over every spatial dim), and flatten after pooling (channel j of a Conv output becomes a contiguous
+block of the flattened columns a Linear reads).
 
 Members of a group, each a `Slice` (a stretch of the group's channels starting at `offset`, `size` units long):
 - `producers`: weights whose dim-0 rows (and bias entries) are the group's channels — Linear rows, Conv filters,
@@ -60,6 +61,7 @@ ZERO_FUNCTIONS = PASS_FUNCTIONS - {torch.sigmoid, F.sigmoid, F.hardsigmoid, F.so
 ZERO_METHODS = PASS_METHODS - {"sigmoid"}
 ADDS = {operator.add, operator.iadd, operator.sub, operator.isub, torch.add, torch.sub, "add", "add_", "sub", "sub_"}
 CATS = {torch.cat, torch.concat}
+REDUCTIONS = {torch.mean, torch.sum, torch.amax, "mean", "sum", "amax"}  # over all spatial dims: global pooling
 OPAQUE = "opaque"  # a tensor whose channels the walk does not follow (the model's input, a functional parameter)
 
 
@@ -117,11 +119,12 @@ class GroupLayout:
 
 @dataclass(frozen=True)
 class _Val:
-    """A traced value whose dim carrying channels is space `space`; `flat` after a flatten; `linear`: (batch, units)."""
+    """A traced value whose channels are space `space`: (batch, channels, *spatial), flattened, or (batch, units)."""
 
     space: int
     flat: bool = False
     linear: bool = False
+    spatial: int = 0  # a Conv output's spatial dims (2 for Conv2d): (batch, channels, *spatial)
 
 
 class _Spaces:
@@ -227,7 +230,8 @@ class _GroupWalk:
         allowed = None if prunables is None else set(prunables)
         out = GroupLayout()
         order = {w: i for i, w in enumerate(weight_of(n) for n in self.modules)}
-        for root, g in sorted(groups.items(), key=lambda kv: min(order[p.name] for p in kv[1].producers)):
+        written = {root: g for root, g in groups.items() if g.producers}  # a space only read (never made) is no group
+        for root, g in sorted(written.items(), key=lambda kv: min(order[p.name] for p in kv[1].producers)):
             g.producers.sort(key=lambda s: order[s.name])
             g.name = g.producers[0].name
             if root not in why and allowed is not None:
@@ -256,7 +260,7 @@ class _GroupWalk:
             return None
         if not vals:
             return OPAQUE if opaque else None
-        if node.target in ADDS and len(vals) >= 2:
+        if node.target in ADDS and (len(vals) >= 2 or opaque):
             return self.add(node, vals, opaque)
         if node.target in CATS or node.target == "cat":
             return self.cat(node, vals)
@@ -270,12 +274,16 @@ class _GroupWalk:
             return v
         if flattens(node):
             return _Val(v.space, flat=not v.linear, linear=v.linear)
+        pooled = self.pooled(node, v)
+        if pooled is not None:
+            return pooled
         self.refuse(vals, f"it reaches {_where(node)}, which the layout cannot follow")
         return OPAQUE
 
     def add(self, node: torch.fx.Node, vals: list[_Val], opaque: bool) -> _Val | str:
         tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
-        if opaque or len(tensors) != len(vals) or any(v.flat for v in vals) or len({v.linear for v in vals}) > 1:
+        if opaque or len(tensors) != len(vals) or any(v.flat for v in vals) or len({(v.linear, v.spatial)
+                                                                                    for v in vals}) > 1:
             self.refuse(vals, f"it is added to a tensor of other channels in {_where(node)}")
             return OPAQUE
         for v in vals[1:]:
@@ -291,7 +299,7 @@ class _GroupWalk:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         parts = [self.prov.get(a) if isinstance(a, torch.fx.Node) else None for a in items]
         linear = all(isinstance(p, _Val) and p.linear for p in parts)
-        ok = (all(isinstance(p, _Val) and not p.flat for p in parts) and len({p.linear for p in parts}) == 1
+        ok = (all(isinstance(p, _Val) and not p.flat for p in parts) and len({(p.linear, p.spatial) for p in parts}) == 1
               and (dim == 1 or (linear and dim == -1)))
         if not ok:
             self.refuse(vals, f"it is concatenated in {_where(node)} along dim {dim} or with tensors of unknown "
@@ -306,7 +314,21 @@ class _GroupWalk:
                 return OPAQUE
             offset += self.spaces.size[p.space]
         self.couplings.append((out, f"concatenation {_where(node)}"))
-        return _Val(out, linear=linear)
+        return _Val(out, linear=linear, spatial=parts[0].spatial)
+
+    @staticmethod
+    def pooled(node: torch.fx.Node, v: _Val) -> _Val | None:
+        """A mean / sum / amax over every spatial dim of a Conv output (global pooling), else None."""
+        if node.target not in REDUCTIONS or v.flat or v.linear or not v.spatial:
+            return None
+        args = node.args[1:]
+        dim = args[0] if args else node.kwargs.get("dim")
+        keep = args[1] if len(args) > 1 else node.kwargs.get("keepdim", False)
+        dims = dim if isinstance(dim, tuple | list) else (dim,)
+        if not all(isinstance(d, int) for d in dims) or {d % (v.spatial + 2) for d in dims} != set(
+                range(2, v.spatial + 2)):
+            return None
+        return v if keep else _Val(v.space, linear=True)  # (batch, channels)
 
     @staticmethod
     def zero_preserving(node: torch.fx.Node) -> bool:
@@ -367,7 +389,7 @@ class _GroupWalk:
                 block = 1 if not v.flat else mod.in_features // self.spaces.size[v.space]
                 self.members.append(("consumer", v.space, w, block))
         self.members.append(("producer", out, w, 1))
-        return _Val(out, linear=isinstance(mod, nn.Linear))
+        return _Val(out, linear=isinstance(mod, nn.Linear), spatial=len(mod.kernel_size) if conv else 0)
 
     def cannot_read(self, mod: nn.Module, vals: list[_Val], opaque: bool, extra: bool) -> str | None:
         """Why `mod` cannot have its input columns sliced by the group of what it reads (None: it can)."""

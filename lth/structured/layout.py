@@ -6,6 +6,8 @@ elementwise activations, dropout, pooling, scalar arithmetic, and flatten from d
 each filter's positions as a contiguous block of columns). A producer whose output reaches anything else (a residual
 `add`, a concatenation, an unknown module, the model's output) keeps all its units, and `UnitLayout.refused` says why.
 So the output layer never loses units, and in a ResNet only the first conv of each block does.
+`lth.structured.groups.dependency_groups` goes further: it groups the channels that adds, concatenations and depthwise
+convs couple, so they are removed together (what compaction and `pruning.granularity=neuron` use).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Dependency groups (residual adds, concatenations, depthwise convs, BatchNorm, flatten) found by name on the registry
 models and on DenseNet- / MobileNetV2-style probes; unsupported ops refused by name; any masks compacted exactly."""
 
+import copy
 import warnings
 
 import pytest
@@ -125,51 +126,55 @@ def test_flatten_after_conv_is_a_block_of_columns():
     assert last.consumers == [Slice("output.weight", 0, 6, block=5)]  # 40 → 19 → 10 → 5 positions per channel
 
 
-class Roll(nn.Module):
-    def __init__(self) -> None:
+class Mixer(nn.Module):
+    """A conv followed by an op on its channels that the walk cannot follow."""
+
+    def __init__(self, op) -> None:
         super().__init__()
         self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.op = op
+
+    def forward(self, x):
+        return self.op(self.a(x))
+
+
+def shuffle(h):
+    n, c, hh, ww = h.shape
+    return h.view(n, 2, c // 2, hh, ww).transpose(1, 2).reshape(n, c, hh, ww)
+
+
+def swap_halves(h):
+    u, v = h.chunk(2, dim=1)
+    return torch.cat([v, u], 1)
+
+
+class OpProbe(nn.Module):
+    def __init__(self, op) -> None:
+        super().__init__()
+        self.mix = Mixer(op)
         self.b = nn.Conv2d(4, 4, 3, padding=1)
         self.fc = nn.Linear(4, 2)
 
     def forward(self, x):
-        h = torch.roll(self.a(x), 1, dims=1)
-        return self.fc(self.b(h).mean((2, 3)))
+        return self.fc(F.adaptive_avg_pool2d(self.b(self.mix(x)), 1).flatten(1))
 
 
-class Shuffle(Roll):
-    def forward(self, x):
-        h = self.a(x)
-        n, c, hh, ww = h.shape
-        h = h.view(n, 2, c // 2, hh, ww).transpose(1, 2).reshape(n, c, hh, ww)  # a channel shuffle
-        return self.fc(self.b(h).mean((2, 3)))
-
-
-class Chunk(Roll):
-    def forward(self, x):
-        u, v = self.a(x).chunk(2, dim=1)
-        return self.fc(self.b(torch.cat([v, u], 1)).mean((2, 3)))
-
-
-@pytest.mark.parametrize(("model", "op"), [(Roll(), "roll"), (Shuffle(), "size"), (Chunk(), "chunk")])
-def test_unsupported_ops_are_refused_by_name(model, op):
-    layout = dependency_groups(model)
-    assert "a.weight" in layout.refused and "a.weight" not in layout.of
-    why = layout.refused["a.weight"]
-    assert op in why or "view" in why, why
-    assert "which the layout cannot follow" in why or "combined" in why
-    assert "in module ''" in why  # the module path of the op (the root module here)
-    assert layout.removable == ["b.weight"] or "b.weight" in layout.refused
-
-
-def test_refusals_name_the_op_and_module_path():
-    assert layout_reason(Roll()) == ("it reaches 'roll' (call_function roll, in module ''), which the layout cannot "
-                                     "follow")
-    assert "'chunk' (call_method chunk, in module '')" in layout_reason(Chunk())
-
-
-def layout_reason(model):
-    return dependency_groups(model).refused["a.weight"]
+@pytest.mark.parametrize(("op", "node"), [
+    (lambda h: torch.roll(h, 1, dims=1), "'roll' (call_function roll, in module 'mix')"),
+    (shuffle, "'view' (call_method view, in module 'mix')"),  # a channel shuffle
+    (swap_halves, "'chunk' (call_method chunk, in module 'mix')"),
+    (lambda h: h * torch.sigmoid(h.mean((2, 3), keepdim=True)), "'mul' (call_function mul, in module 'mix')"),
+    (lambda h: h.mean(2, keepdim=True), "'mean' (call_method mean, in module 'mix')"),  # not every spatial dim
+])
+def test_unsupported_ops_are_refused_by_name_and_module_path(op, node):
+    layout = dependency_groups(OpProbe(op))
+    why = f"it reaches {node}, which the layout cannot follow"
+    if "mul" in node:  # squeeze-excite: a feature map times another
+        why = f"it is combined with another tensor in {node}"
+    assert layout.refused == {"mix.a.weight": why, "fc.weight": "its channels are the model's outputs"}
+    assert layout.removable == ["b.weight"]  # only the group the op touches is refused
+    with pytest.raises(KeyError, match="is in no removable group"):
+        layout["mix.a.weight"]
 
 
 def test_non_prunable_member_refuses_its_group():
@@ -340,3 +345,105 @@ def test_dense_masks_compact_silently_and_keep_every_channel():
         warnings.simplefilter("error")
         small = compact(model, weight_masks(model), x)
     assert sum(p.numel() for p in small.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+class InputSkip(nn.Module):
+    def __init__(self, groups: int = 1, twice: bool = False) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.g = nn.Conv2d(4, 4, 3, padding=1, groups=groups)
+        self.twice = twice
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = self.g(self.a(x))
+        if self.twice:
+            h = self.g(h)
+        return self.fc(F.adaptive_avg_pool2d(x + h[:, :3], 1).flatten(1))
+
+
+def test_input_adds_grouped_and_shared_convs_refuse_their_groups():
+    layout = dependency_groups(InputSkip())
+    assert layout.removable == ["a.weight"]
+    assert layout.refused["g.weight"] == "it reaches 'getitem' (call_function getitem, in module ''), which the " \
+                                         "layout cannot follow"
+    grouped = dependency_groups(InputSkip(groups=2))
+    assert grouped.refused["a.weight"] == grouped.refused["g.weight"] == "'g' is a grouped or transposed conv"
+    shared = dependency_groups(InputSkip(twice=True))
+    assert shared.refused["a.weight"] == shared.refused["g.weight"] == "'g' is called 2 times (shared weights)"
+
+
+class AddInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 3, padding=1)
+        self.b = nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = self.b(torch.relu(self.a(x))) + x
+        return self.fc(h.mean((2, 3)))
+
+
+def test_a_residual_from_the_model_input_is_refused():
+    layout = dependency_groups(AddInput())
+    assert layout.removable == ["a.weight"]
+    assert layout.refused["b.weight"] == "it is added to a tensor of other channels in 'add' (call_function add, " \
+                                         "in module '')"
+
+
+def test_scratch_state_of_a_group_pruned_resnet_is_the_small_network_reinitialised():
+    from lth.models import reinitialize
+    from lth.structured import scratch_state
+    from lth.structured.compact import build, plan
+
+    model, x = make("resnet20")
+    _, masks = group_masks(model, x, rounds=1)
+    state = scratch_state(model, masks, seed=3, example_input=x)
+    how = plan(model, masks, x)
+    expected = build(model, masks, how)
+    reinitialize(expected, 3)
+    loaded = copy.deepcopy(model)
+    loaded.load_state_dict(state)
+    got = compact(loaded, masks, x)
+    assert got.conv.out_channels == 2 and got.blocks[8].conv2.out_channels == 8
+    for k, v in expected.state_dict().items():
+        assert torch.equal(got.state_dict()[k], v), k
+
+
+def test_residual_mlp_is_one_group_and_plain_models_one_group_per_layer():
+    layout = dependency_groups(build_model("mlp", (10,), 3, hidden=(6, 6, 6), residual=True))
+    assert layout.removable == ["hidden.0.weight"]
+    g = layout["hidden.2.weight"]
+    assert names(g.producers) == ["hidden.0.weight", "hidden.1.weight", "hidden.2.weight"]
+    assert names(g.consumers) == ["hidden.1.weight", "hidden.2.weight", "output.weight"] and g.size == 6
+    vgg = dependency_groups(build_model("vgg16", (3, 16, 16), 10, width=4))
+    assert len(vgg.groups) == 13 and not any(g.coupled for g in vgg.groups)  # 13 convs, then the output layer
+    assert vgg["features.0.weight"].norms == [Slice("features.1", 0, 4)]
+
+
+class MeanHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 3, padding=1)
+        self.b = nn.Conv2d(6, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.b(torch.relu(self.a(x)).amax(dim=(-1, -2), keepdim=True)))
+        return self.fc(h.mean((2, 3)))
+
+
+def test_global_mean_and_max_over_spatial_dims_keep_channels():
+    model = randomize(MeanHead()).eval()
+    layout = dependency_groups(model)
+    assert layout.removable == ["a.weight", "b.weight"]
+    assert layout["b.weight"].consumers == [Slice("fc.weight", 0, 4)]
+    masks = weight_masks(model)
+    masks = select_groups(group_scores("l1", {n: model.get_parameter(n) for n in masks}, masks, layout), masks,
+                          layout, 0.5)
+    small = compact(model, masks)
+    assert (small.a.out_channels, small.b.out_channels, small.fc.in_features) == (3, 2, 2)
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        assert torch.allclose(small(x), masked_copy(model, masks)(x), atol=1e-5)
