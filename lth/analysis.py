@@ -351,7 +351,8 @@ METRIC_LABELS = {"test_acc": "test accuracy", "val_acc": "validation accuracy",
                  "early_stop_test_acc": "test accuracy at early stop", "early_stop_val_acc":
                  "validation accuracy at early stop", "test_loss": "test loss", "val_loss": "validation loss",
                  "early_stop_step": "early-stop step (iterations)", "train_steps": "training steps",
-                 **{by_rule_fields(n)[1]: f"test accuracy at the {EARLY_STOP_RULES[n].words}" for n in EARLY_STOP_RULES}}
+                 **{by_rule_fields(n)[1]: f"test accuracy at the {EARLY_STOP_RULES[n].words}"
+                    for n in EARLY_STOP_RULES}}
 
 
 def metric_label(metric: str, scale: float = 1.0) -> str:
@@ -504,7 +505,8 @@ def plot_all(path: str | os.PathLike, out: str | os.PathLike, formats: Sequence[
     band = f"mean ± std over {_seeds(df, group_columns(df))}"
     rule, words = early_stop_rule(df), early_stop_words(df)
     figures = {"accuracy_vs_density": (TEST_ACC, 100, "Test accuracy at the end of training"),
-               "early_stop_acc_vs_density": (EARLY_STOP_TEST_ACC, 100, f"Test accuracy at the early-stop step ({words})"),
+               "early_stop_acc_vs_density": (EARLY_STOP_TEST_ACC, 100,
+                                             f"Test accuracy at the early-stop step ({words})"),
                "early_stop_step_vs_density": (EARLY_STOP_STEP, 1, f"Early-stop step ({words})"),
                **{f"early_stop_by_{name}_acc_vs_density": (by_rule_fields(name)[1], 100,
                                                           f"Test accuracy at the {EARLY_STOP_RULES[name].words}")

@@ -283,7 +283,8 @@ def test_density_report_tables_and_figure():
         ("| density % | a | b |\n|---|---:|---:|\n| 100.0 | 65.0 ± 7.1<br>[1.5, 128.5] | – |\n"
         "| 50.0 | 50.0 | 20.0 ± 0.0<br>[20.0, 20.0] |"),
         "### Early-stop step",
-        "| density % | a | b |\n|---|---:|---:|\n| 100.0 | 15 ± 7<br>[-49, 79] | – |\n| 50.0 | 10 | 35 ± 7<br>[-29, 99] |"]
+        ("| density % | a | b |\n|---|---:|---:|\n| 100.0 | 15 ± 7<br>[-49, 79] | – |\n"
+        "| 50.0 | 10 | 35 ± 7<br>[-29, 99] |")]
     axes = fig.axes
     assert len(axes) == 3 and axes[0].get_legend() is not None and axes[1].get_legend() is None
     assert list(axes[0].get_lines()[0].get_ydata()) == pytest.approx([50.0, 70.0])  # a, percent, by density

@@ -105,7 +105,8 @@ def test_overlap_cli_prints_the_table_and_draws_the_heatmap(tiny, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("| a | b | layer | weights | kept a | kept b | shared | Jaccard | chance: shared | "
                         "chance: Jaccard | shared / chance |")
-    assert lines[2] == "| seed0/round_01 | seed1/round_01 | fc1.weight | 10 | 4 | 4 | 2 | 0.333 | 1.600 | 0.250 | 1.250 |"
+    assert lines[2] == ("| seed0/round_01 | seed1/round_01 | fc1.weight | 10 | 4 | 4 | 2 | 0.333 | 1.600 | 0.250 | "
+                        "1.250 |")
     assert lines[4] == "| seed0/round_01 | seed1/round_01 | all | 14 | 5 | 4 | 2 | 0.286 | 1.600 | 0.216 | 1.250 |"
     assert lines[5:] == [str(out), str(tiny / "o.csv")]
     assert out.read_bytes()[:8] == PNG
