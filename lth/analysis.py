@@ -16,6 +16,17 @@ import yaml
 from lth.early_stop import DEFAULT_RULE, EARLY_STOP_RULES, by_rule_fields
 from lth.flat import flatten
 from lth.metrics import DENSITY, EARLY_STOP_STEP, EARLY_STOP_TEST_ACC, NOT_GROUPING, TEST_ACC, is_grouping_key
+from lth.overlap import (  # noqa: F401  (mask analysis: part of lth.analysis's interface)
+    ALL,
+    NEARLY_EMPTY,
+    collapsed_layers,
+    labels_for,
+    layer_report,
+    mask_paths,
+    overlap,
+    overlap_frame,
+    plot_overlap,
+)
 from lth.stats import fmt, interval, paired, t_quantile, verdict
 
 KEY_COLUMNS = ("seed", "criterion", "reset", "fraction", "scope")
@@ -340,7 +351,8 @@ METRIC_LABELS = {"test_acc": "test accuracy", "val_acc": "validation accuracy",
                  "early_stop_test_acc": "test accuracy at early stop", "early_stop_val_acc":
                  "validation accuracy at early stop", "test_loss": "test loss", "val_loss": "validation loss",
                  "early_stop_step": "early-stop step (iterations)", "train_steps": "training steps",
-                 **{by_rule_fields(n)[1]: f"test accuracy at the {EARLY_STOP_RULES[n].words}" for n in EARLY_STOP_RULES}}
+                 **{by_rule_fields(n)[1]: f"test accuracy at the {EARLY_STOP_RULES[n].words}"
+                    for n in EARLY_STOP_RULES}}
 
 
 def metric_label(metric: str, scale: float = 1.0) -> str:
@@ -493,7 +505,8 @@ def plot_all(path: str | os.PathLike, out: str | os.PathLike, formats: Sequence[
     band = f"mean ± std over {_seeds(df, group_columns(df))}"
     rule, words = early_stop_rule(df), early_stop_words(df)
     figures = {"accuracy_vs_density": (TEST_ACC, 100, "Test accuracy at the end of training"),
-               "early_stop_acc_vs_density": (EARLY_STOP_TEST_ACC, 100, f"Test accuracy at the early-stop step ({words})"),
+               "early_stop_acc_vs_density": (EARLY_STOP_TEST_ACC, 100,
+                                             f"Test accuracy at the early-stop step ({words})"),
                "early_stop_step_vs_density": (EARLY_STOP_STEP, 1, f"Early-stop step ({words})"),
                **{f"early_stop_by_{name}_acc_vs_density": (by_rule_fields(name)[1], 100,
                                                           f"Test accuracy at the {EARLY_STOP_RULES[name].words}")
@@ -539,6 +552,105 @@ def plot_main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     for p in written:
         print(p)
+
+
+# ----- mask analysis: `python -m lth.analysis overlap|layers`
+
+def _round_arg(value: str) -> int | str:
+    if value == "all" or value.isdigit():
+        return value if value == "all" else int(value)
+    raise argparse.ArgumentTypeError(f"a round number or 'all', got {value!r}")
+
+
+def _mask_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("masks", nargs="+", help="mask files, round_XX folders, or lineage folders (see --round)")
+    ap.add_argument("--round", type=_round_arg, default=None,
+                    help="the round of each lineage folder given: a number, or 'all' (default: its last round)")
+    ap.add_argument("--labels", nargs="+", default=None,
+                    help="a name for each mask, in order (default: its path below the folder all share)")
+
+
+def _masks(args: argparse.Namespace) -> dict[str, Any]:
+    """label → mask of every mask the arguments name, in order."""
+    from lth.masks import load as load_mask
+
+    paths = [q for p in args.masks for q in mask_paths(p, args.round)]
+    labels = args.labels or labels_for(paths)
+    if len(labels) != len(paths) or len(set(labels)) != len(labels):
+        raise ValueError(f"--labels: {len(paths)} distinct names needed (one per mask), got {args.labels}")
+    return {label: load_mask(p) for label, p in zip(labels, paths)}
+
+
+def _cells(values: Iterable[Any], digits: int = 3) -> list[str]:
+    return [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in values]
+
+
+OVERLAP_HEADER = ["a", "b", "layer", "weights", "kept a", "kept b", "shared", "Jaccard", "chance: shared",
+                  "chance: Jaccard", "shared / chance"]
+
+
+def overlap_main(argv: Sequence[str] | None = None) -> None:
+    """`python -m lth.analysis overlap A B [C ...] [--round R|all] [--layer NAME] [--out PNG] [--csv FILE]`."""
+    ap = argparse.ArgumentParser(
+        prog="python -m lth.analysis overlap",
+        description="Overlap of the kept weights of masks (rounds, seeds, criteria, kinds of one model): per layer "
+                    "and overall, Jaccard and shared count against two independent random masks of the same "
+                    "per-layer densities (E[shared] = p·q·n per layer); a heatmap of the pairwise Jaccard.")
+    _mask_args(ap)
+    ap.add_argument("--layer", default=ALL, help="the heatmap's layer (default: all layers together)")
+    ap.add_argument("--out", default="mask_overlap.png", help="the heatmap (png, svg or pdf)")
+    ap.add_argument("--csv", default=None, help="also write every pair × layer row to this CSV file")
+    args = ap.parse_args(argv)
+    try:
+        masks = _masks(args)
+        if len(masks) < 2:
+            raise ValueError(f"overlap needs two masks or more; the arguments name {len(masks)}")
+        frame = overlap_frame(masks)
+    except (FileNotFoundError, ValueError) as e:
+        ap.error(str(e))
+    if args.layer not in set(frame["layer"]):
+        ap.error(f"--layer {args.layer!r}: the masks' layers are {', '.join(dict.fromkeys(frame['layer']))}")
+    print(markdown(OVERLAP_HEADER, [_cells(r) for r in frame.itertuples(index=False)]))
+    labels = list(masks)
+    fig, (ax,) = subplots(1, 1.1 * len(labels) + 2.5, 0.9 * len(labels) + 2)
+    plot_overlap(ax, frame, labels, args.layer)
+    print(save_figure(fig, args.out))
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.csv, index=False)
+        print(args.csv)
+
+
+def layers_main(argv: Sequence[str] | None = None) -> None:
+    """`python -m lth.analysis layers A [B ...] [--round R|all] [--nearly-empty F]`: per-layer density tables."""
+    ap = argparse.ArgumentParser(
+        prog="python -m lth.analysis layers",
+        description="Per-layer weights, kept weights and density of masks, flagging empty layers (layer collapse) "
+                    "and nearly empty ones.")
+    _mask_args(ap)
+    ap.add_argument("--nearly-empty", type=float, default=NEARLY_EMPTY,
+                    help=f"flag layers below this density (default {NEARLY_EMPTY})")
+    args = ap.parse_args(argv)
+    try:
+        masks = _masks(args)
+    except (FileNotFoundError, ValueError) as e:
+        ap.error(str(e))
+    for label, mask in masks.items():
+        report = layer_report(mask, args.nearly_empty)
+        print(f"### {label}\n\n" + markdown(["layer", "weights", "kept", "density", "flag"],
+                                             [_cells(r, 4) for r in report.itertuples(index=False)]) + "\n")
+
+
+COMMANDS = {"overlap": overlap_main, "layers": layers_main}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m lth.analysis {overlap,layers} ...`: mask analysis from mask files."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m lth.analysis {{{','.join(COMMANDS)}}} ... (-h for each)", file=sys.stderr)
+        raise SystemExit(2)
+    COMMANDS[argv[0]](argv[1:])
 
 
 # ----- linear mode connectivity (lth.stability): paths, instability vs rewind point and vs density
@@ -627,3 +739,7 @@ def plot_instability_vs_density(ax: Any, df: Any, dense_acc: float, by: str | Se
     if legend:
         legend_below(ax)
     return ax
+
+
+if __name__ == "__main__":
+    main()

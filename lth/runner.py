@@ -265,9 +265,9 @@ class Lineage:
                fields: Mapping[str, Any] | None = None) -> RoundRecord:
         """Round `r`'s record from the module's evaluations; `fields` (the kind's) set or add fields."""
         cfg = self.cfg
-        values = {**measured(r, module, self.manager, steps, seconds, cfg.trainer.early_stop_metric), "criterion": cfg.pruning.criterion,
-                  "reset": "none", "fraction": self.plan.fraction, "scope": _value(cfg.pruning.scope),
-                  "seed": cfg.seed, "granularity": _value(cfg.pruning.granularity)}
+        values = {**measured(r, module, self.manager, steps, seconds, cfg.trainer.early_stop_metric),
+                  "criterion": cfg.pruning.criterion, "reset": "none", "fraction": self.plan.fraction,
+                  "scope": _value(cfg.pruning.scope), "seed": cfg.seed, "granularity": _value(cfg.pruning.granularity)}
         # FLOPs / params per example: dense, non-zero (and the compacted network's under neuron granularity)
         values.update(structured.round_counts(self.model, self.manager.masks, self.data.input_shape,
                                               compacted=self.plan.layout is not None))

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from lth.runner import Lineage
 
 
-
 def check_supermask(cfg: Config) -> None:
     """Raise ValueError for the first problem in `cfg.supermask` that every method shares."""
     from lth.supermask.weights import WEIGHTS

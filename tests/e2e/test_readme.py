@@ -64,7 +64,7 @@ class Command:
 
     page: str
     line: int
-    program: str  # lth-run | lth-plot | script
+    program: str  # lth-run | lth-plot | script | analysis (`python -m lth.analysis`)
     args: tuple[str, ...]
     text: str
 
@@ -138,6 +138,8 @@ def _parse(page: Path, no: int, line: str) -> list[Command]:
             out.append(Command(name, no, "lth-run", tuple(p[1:]), line))
         elif p[:3] == ["python", "-m", "lth"]:
             out.append(Command(name, no, "lth-run", tuple(p[3:]), line))
+        elif p[:3] == ["python", "-m", "lth.analysis"]:
+            out.append(Command(name, no, "analysis", tuple(p[3:]), line))
         elif p[0] == "lth-plot":
             out.append(Command(name, no, "lth-plot", tuple(p[1:]), line))
         elif p[0] == "python" and len(p) > 1 and p[1].startswith("scripts/") and p[1].endswith(".py"):
@@ -394,6 +396,20 @@ def test_referenced_script_help(script_help: dict[str, tuple[int, str]], name: s
         if cmd.args[0] == f"scripts/{name}.py":
             for flag in (a.split("=")[0] for a in cmd.args[1:] if a.startswith("--")):
                 assert re.search(rf"{re.escape(flag)}\b", text), f"{cmd.id}: {name}.py has no option {flag}"
+
+
+@pytest.mark.parametrize("cmd", _by("analysis"), ids=lambda c: c.id)
+def test_documented_analysis_command_has_its_options(cmd: Command, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m lth.analysis <command> ...`: the command exists and has every option the page passes it."""
+    from lth.analysis import COMMANDS
+
+    assert cmd.args and cmd.args[0] in COMMANDS, f"{cmd.id}: no analysis command {cmd.args[:1]}"
+    with pytest.raises(SystemExit) as e:
+        COMMANDS[cmd.args[0]](["--help"])
+    text = capsys.readouterr().out
+    assert e.value.code == 0 and "usage:" in text
+    for flag in (a.split("=")[0] for a in cmd.args[1:] if a.startswith("--")):
+        assert re.search(rf"{re.escape(flag)}\b", text), f"{cmd.id}: lth.analysis {cmd.args[0]} has no option {flag}"
 
 
 # -------------------------------------------------------------------------------- documented runs (slow)

@@ -75,6 +75,37 @@ def test_lth_plot_writes_figures(sweep, tmp_path):
     assert (tmp_path / "accuracy_vs_density.png").stat().st_size > 5000
 
 
+def test_overlap_cli_on_a_sweep_as_users_type_it(sweep, tmp_path):
+    import torch
+
+    from lth.masks import load as load_mask
+
+    a, b, c = _folder(sweep, 0, "rewind"), _folder(sweep, 0, "random_reinit"), _folder(sweep, 1, "rewind")
+    done = subprocess.run([sys.executable, "-m", "lth.analysis", "overlap", str(a), str(b), str(c), "--out",
+                           str(tmp_path / "o.png"), "--csv", str(tmp_path / "o.csv")],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = pd.read_csv(tmp_path / "o.csv")
+    total = rows[rows["layer"] == "all"].set_index(["a", "b"])
+    labels = list(dict.fromkeys([*rows["a"], *rows["b"]]))  # in the order given
+    assert labels[0].endswith("round_01") and len(labels) == 3
+    names = dict(zip((a, b, c), labels))
+    # round 1's mask comes from round 0's training, the same for both resets of one seed
+    assert total.loc[(names[a], names[b]), "jaccard"] == 1.0
+    ma, mc = load_mask(a / "round_01" / "mask.pt"), load_mask(c / "round_01" / "mask.pt")
+    assert total.loc[(names[a], names[c]), "shared"] == sum(int((ma[n] & mc[n]).sum()) for n in ma)
+    assert (tmp_path / "o.png").read_bytes()[:4] == b"\x89PNG"
+    rounds = subprocess.run([sys.executable, "-m", "lth.analysis", "overlap", str(a), "--round", "all", "--out",
+                             str(tmp_path / "r.png"), "--csv", str(tmp_path / "r.csv")],
+                            check=False, capture_output=True, text=True, timeout=300)
+    assert rounds.returncode == 0, rounds.stderr[-3000:]
+    r = pd.read_csv(tmp_path / "r.csv").set_index("layer")
+    # the dense round keeps everything: round 1 against it has Jaccard = round 1's density, exactly chance
+    density = json.loads((a / "rounds.jsonl").read_text().splitlines()[1])["density"]
+    assert r.loc["all", "jaccard"] == pytest.approx(density) and r.loc["all", "over_chance"] == pytest.approx(1.0)
+    assert torch.equal(ma["hidden.0.weight"], load_mask(b / "round_01" / "mask.pt")["hidden.0.weight"])
+
+
 def test_load_errors_clearly_on_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results at"):
         analysis.load(tmp_path / "nothing")
@@ -246,13 +277,14 @@ def test_density_report_tables_and_figure():
     # half-widths t_{0.975,1} · s / √2 = 12.706 · s / √2: 127.06 (s 14.14), 63.53 (s 7.07)
     assert body.split("\n\n") == [
         "### Test accuracy at the end of training (%)",
-        "| density % | a | b |\n|---|---:|---:|\n| 100.0 | 70.0 ± 14.1<br>[-57.1, 197.1] | – |\n"
-        "| 50.0 | 50.0 | 20.0 ± 14.1<br>[-107.1, 147.1] |",
+        ("| density % | a | b |\n|---|---:|---:|\n| 100.0 | 70.0 ± 14.1<br>[-57.1, 197.1] | – |\n"
+        "| 50.0 | 50.0 | 20.0 ± 14.1<br>[-107.1, 147.1] |"),
         "### Test accuracy at the early-stop step (lowest validation loss) (%)",
-        "| density % | a | b |\n|---|---:|---:|\n| 100.0 | 65.0 ± 7.1<br>[1.5, 128.5] | – |\n"
-        "| 50.0 | 50.0 | 20.0 ± 0.0<br>[20.0, 20.0] |",
+        ("| density % | a | b |\n|---|---:|---:|\n| 100.0 | 65.0 ± 7.1<br>[1.5, 128.5] | – |\n"
+        "| 50.0 | 50.0 | 20.0 ± 0.0<br>[20.0, 20.0] |"),
         "### Early-stop step",
-        "| density % | a | b |\n|---|---:|---:|\n| 100.0 | 15 ± 7<br>[-49, 79] | – |\n| 50.0 | 10 | 35 ± 7<br>[-29, 99] |"]
+        ("| density % | a | b |\n|---|---:|---:|\n| 100.0 | 15 ± 7<br>[-49, 79] | – |\n"
+        "| 50.0 | 10 | 35 ± 7<br>[-29, 99] |")]
     axes = fig.axes
     assert len(axes) == 3 and axes[0].get_legend() is not None and axes[1].get_legend() is None
     assert list(axes[0].get_lines()[0].get_ydata()) == pytest.approx([50.0, 70.0])  # a, percent, by density
