@@ -1,21 +1,27 @@
 """Structured pruning support: which units can go (`unit_layout`), compaction into a smaller network (`compact`),
-FLOPs / parameter counts (`flops`), and the scratch-E / scratch-B baselines (`scratch_steps`, `scratch_state`)."""
+FLOPs / parameter counts (`flops`), the scratch-E / scratch-B baselines (`scratch_steps`, `scratch_state`), and a
+compacted network saved as config + state dict and rebuilt from the model registry (`save_compact`, `load_compact`)."""
 
 from lth.structured.compact import Plan, compact, expand_state, kept_units, plan
 from lth.structured.flops import COUNT_KEYS, flops, round_counts
 from lth.structured.layout import UnitLayout, unit_layout
+from lth.structured.reload import build_compact, compact_config, load_compact, save_compact
 from lth.structured.scratch import scratch_state, scratch_steps
 
 __all__ = [
     "COUNT_KEYS",
     "Plan",
     "UnitLayout",
+    "build_compact",
     "compact",
+    "compact_config",
     "expand_state",
     "flops",
     "kept_units",
+    "load_compact",
     "plan",
     "round_counts",
+    "save_compact",
     "scratch_state",
     "scratch_steps",
     "unit_layout",
