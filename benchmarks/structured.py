@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import time
@@ -35,7 +36,13 @@ from lth.pruning import neuron_scores, select, select_neurons
 from lth.structured import compact, flops, unit_layout
 
 INPUT_SHAPES = {"lenet_300_100": (1, 28, 28), "conv2": (3, 32, 32), "conv4": (3, 32, 32), "conv6": (3, 32, 32),
-                "vgg16": (3, 32, 32), "mlp": (1, 28, 28)}
+                "vgg16": (3, 32, 32), "mlp": (1, 28, 28), "resnet20": (3, 32, 32), "resnet56": (3, 32, 32),
+                "resnet1d": (1, 40), "cnn1d": (1, 40)}
+VARIANTS = ("mask", "csr", "compacted")
+# per model, when --densities / --variants are not given: the residual networks at 2x and 4x fewer FLOPs, compacted
+# only (their dense-kernel masks cost what dense costs, and CSR im2col convolutions are far slower: see the table)
+DEFAULT_DENSITIES = {"resnet20": (1.0, 0.5, 0.25), "resnet56": (1.0, 0.5, 0.25)}
+DEFAULT_VARIANTS = {"resnet20": ("compacted",), "resnet56": ("compacted",)}
 
 
 class CSRLinear(nn.Module):
@@ -162,7 +169,7 @@ def interleaved_latency_ms(fns: list[Callable[[Tensor], Tensor]], x: Tensor, rep
 
 
 def bench_model(name: str, densities: list[float], batches: list[int], repeats: int, warmup: int,
-                device: torch.device, seed: int) -> list[dict]:
+                device: torch.device, seed: int, kinds: tuple[str, ...] = VARIANTS) -> list[dict]:
     shape = INPUT_SHAPES.get(name, (3, 32, 32))
     model = build_model(name, shape, 10)
     reinitialize(model, seed)
@@ -173,14 +180,19 @@ def bench_model(name: str, densities: list[float], batches: list[int], repeats: 
     for d in densities:
         if d >= 1.0:
             continue
-        m = magnitude_masks(model, d)
-        pruned = masked(model, m)
-        nz = flops(model, probe[:1], m)["flops_nonzero"]
-        variants += [(d, "mask", pruned, nz), (d, "csr", to_csr(pruned), nz)]
-        nm, _ = neuron_masks(model, probe, d)
-        small = compact(model, nm, probe)
-        assert torch.allclose(small(probe), masked(model, nm)(probe), atol=1e-4)
-        variants.append((d, "compacted", small, flops(small, probe[:1])["flops_dense"]))
+        if {"mask", "csr"} & set(kinds):
+            m = magnitude_masks(model, d)
+            pruned = masked(model, m)
+            nz = flops(model, probe[:1], m)["flops_nonzero"]
+            if "mask" in kinds:
+                variants.append((d, "mask", pruned, nz))
+            if "csr" in kinds:
+                variants.append((d, "csr", to_csr(pruned), nz))
+        if "compacted" in kinds:
+            nm, _ = neuron_masks(model, probe, d)
+            small = compact(model, nm, probe)
+            assert torch.allclose(small(probe), masked(model, nm)(probe), atol=1e-4)
+            variants.append((d, "compacted", small, flops(small, probe[:1])["flops_dense"]))
     rows = []
     for batch in batches:
         x = torch.randn(batch, *shape, device=device)
@@ -209,8 +221,12 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["lenet_300_100", "conv4"])
-    ap.add_argument("--densities", type=float, nargs="+", default=[1.0, 0.5, 0.2, 0.1])
+    ap.add_argument("--models", nargs="+", default=["lenet_300_100", "conv4", "resnet20", "resnet56"])
+    ap.add_argument("--densities", type=float, nargs="+", default=None,
+                    help="FLOP densities (1/FLOP reduction; default 1 0.5 0.2 0.1, residual networks 1 0.5 0.25)")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
+                    help=f"pruned networks timed against dense (default {' '.join(VARIANTS)}; residual networks: "
+                         "compacted)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 256])
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (CPU)")
     ap.add_argument("--repeats", type=int, default=15)
@@ -220,16 +236,20 @@ def main() -> None:
     ap.add_argument("--json", default="docs/bench_structured.json")
     ap.add_argument("--table", default=None, help="also write the Markdown table to this file")
     args = ap.parse_args()
-    for d in args.densities:
+    for d in args.densities or ():
         if not 0.0 < d <= 1.0:
             raise SystemExit(f"densities must be in (0, 1], got {d}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    load_before = os.getloadavg()
     rows = []
     for name in args.models:
-        rows += bench_model(name, args.densities, args.batches, args.repeats, args.warmup, device, args.seed)
+        densities = args.densities or list(DEFAULT_DENSITIES.get(name, (1.0, 0.5, 0.2, 0.1)))
+        kinds = tuple(args.variants or DEFAULT_VARIANTS.get(name, VARIANTS))
+        rows += bench_model(name, densities, args.batches, args.repeats, args.warmup, device, args.seed, kinds)
     meta = {"torch": torch.__version__, "device": str(device), "threads": args.threads,
-            "cpu": platform.processor() or platform.machine(), "repeats": args.repeats, "warmup": args.warmup,
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "repeats": args.repeats,
+            "warmup": args.warmup, "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
             "flops": "multiply-accumulates per example of Linear/Conv weights (lth.structured.flops)"}
     table = markdown(rows)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -68,3 +68,16 @@ def test_cli_structured_resnet_lineage(tmp_path, data_root):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     check_lineage(out)
+
+
+def test_residual_presets_compose():
+    from lth.cli import compose_config
+
+    cfg = compose_config(["experiment=structured_resnet1d_mnist1d"])
+    assert (cfg.model.name, list(cfg.model.args["widths"]), cfg.data.name) == ("resnet1d", [32, 32, 64, 64], "mnist1d")
+    assert (cfg.pruning.granularity.value, cfg.pruning.structured_norm, cfg.pruning.fraction) == ("neuron", "l1", 0.2)
+    assert (cfg.ticket.rounds, cfg.ticket.reset, cfg.trainer.max_steps) == (4, "rewind", 500)
+    cfg = compose_config(["experiment=structured_resnet20_cifar10"])
+    assert (cfg.model.name, cfg.data.name, cfg.optimizer["_target_"], cfg.optimizer["lr"]) == (
+        "resnet20", "cifar10", "torch.optim.SGD", 0.1)
+    assert (cfg.pruning.granularity.value, cfg.ticket.rewind_step, cfg.trainer.max_steps) == ("neuron", 500, 30000)
