@@ -53,43 +53,37 @@ def report(df, args: argparse.Namespace):
     if not bad.empty:
         parts.append("**Not every round trained cleanly:** " + ", ".join(
             f"{f} round {r}: {st}" for f, r, st in zip(bad["folder"], bad["round"], bad["status"])) + ".")
+    tuned = df[df["network"] == "fine-tuned"].set_index("seed")
     rows = []
     for net in NETWORKS:
         sub = df[df["network"] == net]
         if sub.empty:
             continue
         steps = sorted({int(x) for x in sub["train_steps"]})
+        by_seed = sub.set_index("seed")
+        gap = [mean_std((by_seed[m] - tuned[m]).dropna()) if net in SCRATCH else "–"
+               for m in ("test_acc", "early_stop_test_acc")]
         rows.append([net, f"{sub['flops ratio'].mean():.3f}", f"{sub['params ratio'].mean():.3f}",
                      "/".join(map(str, steps)) + (" (after dense)" if net == "fine-tuned" else ""),
-                     mean_std(sub["test_acc"]), mean_std(sub["early_stop_test_acc"])])
-    tuned = df[df["network"] == "fine-tuned"].set_index("seed")
-    gaps = []
-    for net in SCRATCH:
-        other = df[df["network"] == net].set_index("seed")
-        gaps.append([f"{net} − fine-tuned", mean_std((other["test_acc"] - tuned["test_acc"]).dropna()),
-                     mean_std((other["early_stop_test_acc"] - tuned["early_stop_test_acc"]).dropna())])
+                     mean_std(sub["test_acc"]), mean_std(sub["early_stop_test_acc"]), *gap])
     parts += [
         ("FLOPs ratio: multiply-accumulates per example over the dense network's (flops_nonzero / flops_dense); "
          "params ratio: the compacted network's parameters (BatchNorm included) over the dense network's; steps: "
-         "the round's training steps."),
-        markdown(["network", "FLOPs ratio", "params ratio", "steps", "test acc. end (%)",
-                  "test acc. early stop (%)"], rows),
-        "Paired by seed (percentage points):",
-        markdown(["difference", "end of training", "early stop"], gaps),
+         "the round's training steps; − fine-tuned: the scratch network's accuracy minus the fine-tuned one's of "
+         "the same seed (percentage points)."),
+        markdown(["network", "FLOPs ratio", "params ratio", "steps", "test acc. end (%)", "test acc. early stop (%)",
+                  "− fine-tuned, end", "− fine-tuned, early stop"], rows),
     ]
     fig, (ax,) = subplots(1, width=5.6, height=3.8)
-    nets = [n for n in NETWORKS if n in set(df["network"])]
-    for i, (metric, label) in enumerate((("test_acc", "end of training"), ("early_stop_test_acc", "early stop"))):
-        g = df.groupby("network")[metric]
-        m, s = g.mean().reindex(nets) * 100, g.std().fillna(0).reindex(nets) * 100
-        ax.bar([x + (i - 0.5) * 0.38 for x in range(len(nets))], m.values, 0.38, yerr=s.values, capsize=3,
-               label=label, alpha=0.85)
-    ax.set_xticks(range(len(nets)), nets)
-    ax.set_ylim(max(0.0, 100 * df["test_acc"].min() - 10), None)
-    ax.set_ylabel("test accuracy (%)")
+    for i, net in enumerate(NETWORKS):  # one point per seed: accuracy against the round's training steps
+        sub = df[df["network"] == net]
+        ax.scatter(sub["train_steps"], 100 * sub["test_acc"], color=f"C{i}", marker="o", label=f"{net} (end)")
+        ax.scatter(sub["train_steps"], 100 * sub["early_stop_test_acc"], color=f"C{i}", marker="x", alpha=0.7)
+    ax.set_xlabel("training steps of the round (fine-tuned: after the dense round)")
+    ax.set_ylabel("test accuracy (%; o end, x early stop)")
     ax.set_title("resnet1d, 50% of channels removed through groups")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend()
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
     return "\n\n".join(parts), fig
 
 

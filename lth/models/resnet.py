@@ -13,7 +13,6 @@ from lth.models.base import MODELS
 from lth.models.conv import image_shape
 from lth.models.init import InitModule
 
-
 LAYERS = {1: (nn.Conv1d, nn.BatchNorm1d), 2: (nn.Conv2d, nn.BatchNorm2d)}  # spatial dims → (conv, BatchNorm)
 
 
@@ -36,7 +35,15 @@ class BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-class ResNet(InitModule):
+class Residual(InitModule):
+    """stem conv-BN-ReLU → blocks → pool → flatten → Linear (`conv`, `bn`, `blocks`, `pool`, `output` set by subclasses)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.blocks(F.relu(self.bn(self.conv(x))))
+        return self.output(self.pool(out).flatten(1))
+
+
+class ResNet(Residual):
     """conv3x3-BN-ReLU stem → 3 stages of (depth-2)/6 blocks at width, 2·width, 4·width → global avg pool → Linear."""
 
     def __init__(
@@ -61,10 +68,6 @@ class ResNet(InitModule):
         self.output = nn.Linear(f_in, num_classes)
         self.reset_parameters()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.blocks(F.relu(self.bn(self.conv(x))))
-        return self.output(self.pool(out).flatten(1))
-
 
 RESNET_DEPTHS = {"resnet20": 20, "resnet56": 56}
 
@@ -81,7 +84,7 @@ for _name in RESNET_DEPTHS:
     _register(_name)
 
 
-class ResNet1d(InitModule):
+class ResNet1d(Residual):
     """Conv1d k5/s2 stem-BN-ReLU → basic blocks (the first of each new width strided 2, with a 1x1 projection) →
     global average pool → Linear; (B, L) inputs are read as one channel."""
 
@@ -105,10 +108,7 @@ class ResNet1d(InitModule):
         self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            x = x.unsqueeze(1)
-        out = self.blocks(F.relu(self.bn(self.conv(x))))
-        return self.output(self.pool(out).flatten(1))
+        return super().forward(x.unsqueeze(1) if x.dim() == 2 else x)
 
 
 @MODELS.register("resnet1d")
