@@ -109,6 +109,7 @@ class PruningConfig:
     init_batches: int = 1  # training batches snip / grasp score on
     grasp_temperature: float = 200.0  # grasp: logits divided by this (the authors' 200)
     synflow_iterations: int = 100  # synflow: scoring-and-pruning iterations on the exponential schedule
+    synflow_biases: bool = True  # synflow: biases (and BN shifts) carry flow, as the authors' code; False: weights only
     allow_collapse: bool = False  # a mask with an empty layer or no input-output path: record it and go on
 
 
