@@ -140,7 +140,7 @@ class Lineage:
         gen = torch.Generator().manual_seed(derive_seed(p.seed if p.seed is not None else self.cfg.seed, "criterion", r))
         w_init = {n: v.cpu() for n, v in self.manager.weights("init").items()} if plan.layout is None else {}
         return agree(prune_step(r, p, plan.fraction, plan.overrides, plan.layout, masks, w_init,
-                                {n: trained[n] for n in self.manager.names}, gen))
+                                {n: trained[n] for n in self.manager.names}, gen, state=trained))
 
     def reset(self, r: int, masks: dict[str, Tensor], trained: Mapping[str, Tensor] | None, name: str) -> None:
         """Set masks and weights for round `r` under reset strategy `name` (from round r−1's `trained` state)."""
@@ -277,7 +277,7 @@ class Lineage:
                fields: Mapping[str, Any] | None = None) -> RoundRecord:
         """Round `r`'s record from the module's evaluations; `fields` (the kind's) set or add fields."""
         cfg = self.cfg
-        values = {**measured(r, module, self.manager, steps, seconds), "criterion": cfg.pruning.criterion,
+        values = {**measured(r, module, self.manager, steps, seconds, cfg.trainer.early_stop_metric), "criterion": cfg.pruning.criterion,
                   "reset": "none", "fraction": self.plan.fraction, "scope": _value(cfg.pruning.scope),
                   "seed": cfg.seed, "granularity": _value(cfg.pruning.granularity)}
         # FLOPs / params per example: dense, non-zero (and the compacted network's under neuron granularity)
