@@ -19,11 +19,18 @@ from lth.structured import load_compact
 WIDTHS = [8, 8, 16]
 TINY = ("experiment=structured_resnet1d_mnist1d", "debug=fast", "ticket.rounds=2", "trainer.max_steps=6",
         "trainer.eval_every=3", "trainer.checkpoint_every=0", f"model.args.widths=[{','.join(map(str, WIDTHS))}]")
-# 20% of the remaining channels per round, round-half-even: 8 → 8 − round(1.6) = 6 → 6 − round(1.2) = 5;
-# 16 → 16 − round(3.2) = 13 → 13 − round(2.6) = 10. Only each block's inner conv is removable (the others feed adds).
-INNER = {"blocks.0.conv1.weight": [8, 6, 5], "blocks.1.conv1.weight": [8, 6, 5], "blocks.2.conv1.weight": [16, 13, 10]}
-FIXED = {"conv.weight": 8, "blocks.0.conv2.weight": 8, "blocks.1.conv2.weight": 8, "blocks.2.conv2.weight": 16,
-         "blocks.2.shortcut.0.weight": 16, "output.weight": 10}
+# 20% of the remaining channels of every dependency group per round, round-half-even: 8 → 8 − round(1.6) = 6 →
+# 6 − round(1.2) = 5; 16 → 16 − round(3.2) = 13 → 13 − round(2.6) = 10. Groups: the stem with the two identity blocks'
+# second convs (they add into its channels), each block's inner conv, and the third block's second conv with its
+# projection shortcut; the output layer keeps its 10 units.
+GROUPS = {"stem": (["conv.weight", "blocks.0.conv2.weight", "blocks.1.conv2.weight"], [8, 6, 5]),
+          "inner": (["blocks.0.conv1.weight", "blocks.1.conv1.weight"], [8, 6, 5]),
+          "inner wide": (["blocks.2.conv1.weight"], [16, 13, 10]),
+          "projection": (["blocks.2.conv2.weight", "blocks.2.shortcut.0.weight"], [16, 13, 10])}
+
+
+def expected(r: int) -> dict[str, int]:
+    return {"output.weight": 10, **{w: counts[r] for ws, counts in GROUPS.values() for w in ws}}
 
 
 def check_lineage(out: Path) -> None:
@@ -33,13 +40,16 @@ def check_lineage(out: Path) -> None:
         folder = out / f"round_{r:02d}"
         masks = masks_lib.load(folder / "mask.pt")
         alive = {n: int(a.sum()) for n, a in alive_units(masks).items()}
-        assert alive == {**FIXED, **{n: counts[r] for n, counts in INNER.items()}}, f"round {r}"
+        assert alive == expected(r), f"round {r}"
         model = build_model("resnet1d", (1, 40), 10, widths=WIDTHS)
         model.load_state_dict(torch.load(folder / "trained.pt", weights_only=True))
         model.eval()
         small = load_compact(folder)
-        assert [small.blocks[i].conv1.out_channels for i in range(3)] == [c[r] for c in INNER.values()]
-        assert [small.blocks[i].bn1.num_features for i in range(3)] == [c[r] for c in INNER.values()]
+        stem, inner, wide, proj = (counts[r] for _, counts in GROUPS.values())
+        assert (small.conv.out_channels, small.bn.num_features, small.output.in_features) == (stem, stem, proj)
+        assert [(b.conv1.in_channels, b.conv1.out_channels, b.conv2.out_channels) for b in small.blocks] == [
+            (stem, inner, stem), (stem, inner, stem), (stem, wide, proj)]
+        assert (small.blocks[2].shortcut[0].in_channels, small.blocks[2].shortcut[1].num_features) == (stem, proj)
         with torch.no_grad():
             masked = model
             for n, m in masks.items():

@@ -1,16 +1,15 @@
 """lth.structured.reload: a compacted network saved as compact.json + compact.pt and rebuilt from the model registry
 gives the in-memory compacted model's outputs and the masked model's."""
 
-import copy
 import json
 
 import pytest
 import torch
-from torch import nn
 
 from lth.models import build_model
-from lth.pruning import neuron_scores, select_neurons
-from lth.structured import compact, compact_config, load_compact, save_compact, unit_layout
+from lth.structured import compact, compact_config, load_compact, save_compact
+from tests.unit.structured.test_groups import group_masks
+from tests.unit.structured.test_structured import masked_copy, randomize
 
 MODELS = {  # name → (input shape, model options): small widths keep the test fast
     "resnet1d": ((1, 40), {"widths": [8, 8, 16]}),
@@ -25,34 +24,12 @@ MODELS = {  # name → (input shape, model options): small widths keep the test 
 def randomized(name, shape, opts):
     """The model with non-zero biases and BatchNorm statistics (a wrongly sliced bias or BN entry would show)."""
     torch.manual_seed(0)
-    model = build_model(name, shape, 10, **opts)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if getattr(m, "bias", None) is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen))
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen))
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen))
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-    return model.eval()
+    return randomize(build_model(name, shape, 10, **opts)).eval()
 
 
 def half_units(model, x):
-    """Masks removing half the units of every removable layer by L1 norm (and their consumers' input slices)."""
-    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters()
-             if n.endswith("weight") and p.dim() > 1}
-    layout = unit_layout(model, x[:1], list(masks))
-    scores = neuron_scores("l1", {n: model.get_parameter(n) for n in masks}, masks)
-    return select_neurons(scores, masks, 0.5, removable=layout.removable, consumers=layout.consumers)
-
-
-def masked(model, masks):
-    out = copy.deepcopy(model)
-    with torch.no_grad():
-        for n, m in masks.items():
-            out.get_parameter(n).mul_(m)
-    return out
+    """Masks removing half the channels of every dependency group by L1 norm (one round)."""
+    return group_masks(model, x[:1], fraction=0.5, rounds=1)[1]
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -71,7 +48,7 @@ def test_reload_gives_the_compacted_and_the_masked_outputs(tmp_path, name):
     with torch.no_grad():
         out = again(x)
         assert torch.allclose(out, small(x), atol=1e-6, rtol=0)
-        assert torch.allclose(out, masked(model, masks)(x), atol=1e-5, rtol=1e-5)
+        assert torch.allclose(out, masked_copy(model, masks)(x), atol=1e-5, rtol=1e-5)
     assert sum(p.numel() for p in again.parameters()) < sum(p.numel() for p in model.parameters())
 
 
@@ -85,11 +62,15 @@ def test_config_is_plain_json_with_the_width_map(tmp_path):
     assert json.loads((tmp_path / "compact.json").read_text()) == config
     assert (config["model"], config["args"], config["input_shape"], config["num_classes"]) == (
         "resnet1d", {"widths": [8, 8, 16]}, [1, 40], 10)
-    # without dependency groups only each block's inner conv loses channels: 8, 8, 16 → 4, 4, 8
+    # half of every group: the stem's group (stem, both identity blocks' second convs) 8 → 4, the inner convs
+    # 8, 8, 16 → 4, 4, 8, the projection stage's group (third block's second conv and shortcut) 16 → 8
     assert config["widths"] == {
-        "blocks.0.conv1": {"rows": 4}, "blocks.0.bn1": {"rows": 4}, "blocks.0.conv2": {"cols": 4},
-        "blocks.1.conv1": {"rows": 4}, "blocks.1.bn1": {"rows": 4}, "blocks.1.conv2": {"cols": 4},
-        "blocks.2.conv1": {"rows": 8}, "blocks.2.bn1": {"rows": 8}, "blocks.2.conv2": {"cols": 8},
+        "conv": {"rows": 4}, "bn": {"rows": 4},
+        **{f"blocks.{i}.{m}": {"rows": 4, "cols": 4} for i in (0, 1) for m in ("conv1", "conv2")},
+        **{f"blocks.{i}.{m}": {"rows": 4} for i in (0, 1) for m in ("bn1", "bn2")},
+        "blocks.2.conv1": {"rows": 8, "cols": 4}, "blocks.2.bn1": {"rows": 8},
+        "blocks.2.conv2": {"rows": 8, "cols": 8}, "blocks.2.bn2": {"rows": 8},
+        "blocks.2.shortcut.0": {"rows": 8, "cols": 4}, "blocks.2.shortcut.1": {"rows": 8}, "output": {"cols": 8},
     }
     assert config["shapes"]["blocks.2.conv2.weight"] == list(small.blocks[2].conv2.weight.shape)
     state = torch.load(tmp_path / "compact.pt", weights_only=True)  # tensors only, no pickled module
