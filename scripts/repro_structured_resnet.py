@@ -88,8 +88,8 @@ def report(df, args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None):
-    ap = parser(NAME, __doc__)
-    ap.add_argument("--steps", type=int, default=600,
+    ap = parser(NAME, __doc__, seeds=3)
+    ap.add_argument("--steps", type=int, default=500,
                     help="dense (and scratch-E) training steps; fine-tuning gets a quarter (quick: 20)")
     args = ap.parse_args(argv)
     resolve_outputs(ap, args, NAME)
