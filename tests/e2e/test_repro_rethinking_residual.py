@@ -1,4 +1,4 @@
-"""scripts/repro_structured_resnet.py --quick: the residual CNN's lineage, its scratch-E/B branches, the page; the
+"""scripts/repro_rethinking_residual.py --quick: the residual CNN's lineage, its scratch-E/B branches, the page; the
 committed results page is never touched by a quick run."""
 
 import math
@@ -21,7 +21,7 @@ def test_quick_study_runs_lineage_and_branches(tmp_path, data_root):
     before = committed.read_bytes() if committed.exists() else None
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "repro_structured_resnet.py"), "--quick", "--workers", "1",
+        [sys.executable, str(ROOT / "scripts" / "repro_rethinking_residual.py"), "--quick", "--workers", "1",
          "--seeds", "0", "--out", str(out), "--data-root", str(data_root)],
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,8 +1,8 @@
 """Rethinking the value of network pruning on a residual network: fine-tuned vs scratch-E vs scratch-B after removing
 50% of the channels of MNIST-1D's residual CNN through dependency groups.
 
-    nice -n 10 python scripts/repro_structured_resnet.py          # 3 seeds, 9 lineages (see the page for the time)
-    python scripts/repro_structured_resnet.py --quick             # the pipeline in seconds (never writes docs/)
+    nice -n 10 python scripts/repro_rethinking_residual.py          # 3 seeds, 9 lineages (see the page for the time)
+    python scripts/repro_rethinking_residual.py --quick             # the pipeline in seconds (never writes docs/)
 
 Per seed, one lineage of `experiment=structured_resnet1d_mnist1d` with `ticket.rounds=1 ticket.reset=continue
 pruning.fraction=0.5`: the residual CNN (`model=resnet1d`: stem + 4 basic blocks, 32-32-64-64 channels) trained
