@@ -1,14 +1,16 @@
 """Inference latency of weight (unstructured) vs neuron (structured) pruning: does removing FLOPs make it faster?
 
-    python scripts/bench_structured.py --models lenet_300_100 conv4 --densities 1.0 0.5 0.2 0.1 --threads 1
+    python scripts/bench_structured.py            # lenet_300_100, conv4 (densities 0.5 0.2 0.1), resnet20, resnet56 (0.5 0.25)
+    python scripts/bench_structured.py --models resnet56 --densities 1.0 0.5 --batches 256 --device cuda
 
 For each model and density, four networks compute the same kind of function:
   dense      the unpruned model;
   mask       magnitude-pruned weights (layerwise, every prunable at the density) kept in dense kernels with zeros;
   csr        the same pruned weights as torch.sparse CSR matrices: Linear by `torch.sparse.mm`, Conv2d by im2col
              (`F.unfold`) + `torch.sparse.mm` (in chunks of the batch);
-  compacted  whole neurons/filters removed by L1 norm (layerwise, output layer kept) until the FLOPs match the
-             density, then `lth.structured.compact` into a physically smaller dense model.
+  compacted  whole neurons/filters removed by their dependency group's L1 norm (the same share of every group —
+             a residual stage's channels are one group —, output layer kept) until the FLOPs match the density,
+             then `lth.structured.compact` into a physically smaller dense model.
 Latency = median over repeats of the mean over an inner loop (≥ 5 ms), after warm-up, the variants timed in turn, in inference mode, with the
 thread count pinned; CUDA is used when present (timings synchronised). Writes JSON and a Markdown table with the
 speed-up over dense, the FLOP ratio (dense FLOPs / the variant's non-zero FLOPs) and their quotient (1.0 = the
@@ -32,8 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lth.models import build_model, reinitialize
-from lth.pruning import neuron_scores, select, select_neurons
-from lth.structured import compact, flops, unit_layout
+from lth.pruning import group_scores, select, select_groups
+from lth.structured import compact, dependency_groups, flops
 
 INPUT_SHAPES = {"lenet_300_100": (1, 28, 28), "conv2": (3, 32, 32), "conv4": (3, 32, 32), "conv6": (3, 32, 32),
                 "vgg16": (3, 32, 32), "mlp": (1, 28, 28), "resnet20": (3, 32, 32), "resnet56": (3, 32, 32),
@@ -121,15 +123,16 @@ def magnitude_masks(model: nn.Module, density: float) -> dict[str, Tensor]:
 
 
 def neuron_masks(model: nn.Module, x: Tensor, density: float) -> tuple[dict[str, Tensor], float]:
-    """L1 neuron masks (one fraction for every removable layer) whose FLOPs are closest to `density` of dense."""
-    layout = unit_layout(model, x)
+    """Channel masks, group L1 norm with one fraction for every dependency group (a residual stage's channels are one
+    group), whose FLOPs are closest to `density` of dense; and that FLOP density."""
+    layout = dependency_groups(model, x[:1], prunables(model))
     weights = {n: model.get_parameter(n).detach() for n in prunables(model)}
     ones = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
-    scores = neuron_scores("l1", weights, ones)
+    scores = group_scores("l1", weights, ones, layout)
     dense = flops(model, x[:1])["flops_dense"]
 
     def at(fraction: float) -> tuple[dict[str, Tensor], float]:
-        m = select_neurons(scores, ones, fraction, removable=layout.removable, consumers=layout.consumers)
+        m = select_groups(scores, ones, layout, fraction)
         return m, flops(model, x[:1], m)["flops_nonzero"] / dense
 
     lo, hi = 1e-6, 1 - 1e-6
