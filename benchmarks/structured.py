@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmarks.common import Clock
 from lth.models import build_model, reinitialize
 from lth.pruning import group_scores, select, select_groups
 from lth.structured import compact, dependency_groups, flops
@@ -149,25 +149,27 @@ def neuron_masks(model: nn.Module, x: Tensor, density: float) -> tuple[dict[str,
 def interleaved_latency_ms(fns: list[Callable[[Tensor], Tensor]], x: Tensor, repeats: int,
                            warmup: int) -> list[float]:
     """Per function, the median over `repeats` rounds of the mean time of an inner loop lasting ≥ ~5 ms; the rounds
-    visit the functions in turn, so a change in machine load hits all of them alike."""
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    visit the functions in turn, so a change in machine load hits all of them alike. On the CPU the time is this
+    process's CPU time (time another job takes from the cores is not counted: a loaded machine still gives ratios);
+    on CUDA it is wall time between device synchronisations."""
+    clock = Clock(x.device)
+    elapsed = (lambda: clock.seconds) if x.is_cuda else (lambda: clock.cpu_seconds)
     inner, times = [], [[] for _ in fns]
     with torch.inference_mode():
         for fn in fns:
             for _ in range(warmup):
                 fn(x)
-            sync()
-            t0 = time.perf_counter()
+            clock.start()
             fn(x)
-            sync()
-            inner.append(max(1, int(0.005 / max(time.perf_counter() - t0, 1e-7))))
+            clock.stop()
+            inner.append(max(1, int(0.005 / max(elapsed(), 1e-7))))
         for _ in range(repeats):
             for i, fn in enumerate(fns):
-                t0 = time.perf_counter()
+                clock.start()
                 for _ in range(inner[i]):
                     fn(x)
-                sync()
-                times[i].append((time.perf_counter() - t0) / inner[i])
+                clock.stop()
+                times[i].append(elapsed() / inner[i])
     return [1e3 * statistics.median(t) for t in times]
 
 
@@ -252,7 +254,8 @@ def main() -> None:
         rows += bench_model(name, densities, args.batches, args.repeats, args.warmup, device, args.seed, kinds)
     meta = {"torch": torch.__version__, "device": str(device), "threads": args.threads,
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "repeats": args.repeats,
-            "warmup": args.warmup, "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
+            "warmup": args.warmup, "clock": "wall time (CUDA synchronised)" if device.type == "cuda" else
+            "process CPU time", "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
             "flops": "multiply-accumulates per example of Linear/Conv weights (lth.structured.flops)"}
     table = markdown(rows)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
