@@ -1,7 +1,7 @@
 """Rethinking the value of network pruning on a residual network: fine-tuned vs scratch-E vs scratch-B after removing
 50% of the channels of MNIST-1D's residual CNN through dependency groups.
 
-    nice -n 10 python scripts/repro_rethinking_residual.py          # 3 seeds, 9 lineages (see the page for the time)
+    nice -n 10 python scripts/repro_rethinking_residual.py          # 5 seeds, 15 lineages: ~40 min on 2 loaded cores
     python scripts/repro_rethinking_residual.py --quick             # the pipeline in seconds (never writes docs/)
 
 Per seed, one lineage of `experiment=structured_resnet1d_mnist1d` with `ticket.rounds=1 ticket.reset=continue
@@ -88,7 +88,7 @@ def report(df, args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None):
-    ap = parser(NAME, __doc__, seeds=3)
+    ap = parser(NAME, __doc__)
     ap.add_argument("--steps", type=int, default=500,
                     help="dense (and scratch-E) training steps; fine-tuning gets a quarter (quick: 20)")
     args = ap.parse_args(argv)
