@@ -224,7 +224,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["lenet_300_100", "conv4", "resnet20", "resnet56"])
     ap.add_argument("--densities", type=float, nargs="+", default=None,
@@ -240,7 +240,9 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     ap.add_argument("--json", default="docs/bench_structured.json")
     ap.add_argument("--table", default=None, help="also write the Markdown table to this file")
-    args = ap.parse_args()
+    ap.add_argument("--update", action="store_true",
+                    help="keep the --json file's rows of the models not timed now (`runs` says which run timed which)")
+    args = ap.parse_args(argv)
     for d in args.densities or ():
         if not 0.0 < d <= 1.0:
             raise SystemExit(f"densities must be in (0, 1], got {d}")
@@ -257,9 +259,19 @@ def main() -> None:
             "warmup": args.warmup, "clock": "wall time (CUDA synchronised)" if device.type == "cuda" else
             "process CPU time", "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
             "flops": "multiply-accumulates per example of Linear/Conv weights (lth.structured.flops)"}
+    path = Path(args.json)
+    if args.update and path.exists():  # the other models' rows stay, each with the meta of the run that timed it
+        old = json.loads(path.read_text())
+        kept = [r for r in old["rows"] if r["model"] not in args.models]
+        runs = old.get("runs", [{**old["meta"], "models": sorted({r["model"] for r in old["rows"]})}])
+        runs = [{**m, "models": [x for x in m["models"] if x not in args.models]} for m in runs]
+        runs = [m for m in runs if m["models"]] + [{**meta, "models": list(args.models)}]
+        rows = kept + rows
+    else:
+        runs = [{**meta, "models": list(args.models)}]
     table = markdown(rows)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows, "markdown": table}, indent=1) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "runs": runs, "rows": rows, "markdown": table}, indent=1) + "\n")
     if args.table:
         Path(args.table).write_text(f"Inference latency on {device} ({args.threads} thread(s), torch "
                                     f"{torch.__version__}).\n\n{table}\n")

@@ -34,3 +34,23 @@ def test_residual_defaults_and_rows():
     assert [(r["density"], r["variant"]) for r in rows] == [(1.0, "dense"), (0.5, "compacted")]
     assert rows[0]["flop_ratio"] == 1.0 and abs(rows[1]["flop_ratio"] - 2.0) < 0.1
     assert rows[0]["speedup"] == 1.0 and rows[1]["latency_ms"] > 0
+
+
+def test_update_keeps_the_other_models_rows(tmp_path):
+    import json
+
+    from benchmarks.structured import main
+
+    out = tmp_path / "bench.json"
+    old_row = {"model": "lenet_300_100", "batch": 1, "density": 1.0, "variant": "dense", "mflops": 0.27,
+               "flop_ratio": 1.0, "latency_ms": 1.0, "speedup": 1.0, "speedup_per_flop_ratio": 1.0}
+    out.write_text(json.dumps({"meta": {"clock": "wall"}, "rows": [old_row], "markdown": ""}))
+    main(["--models", "resnet20", "--densities", "1.0", "0.5", "--batches", "1", "--repeats", "1", "--warmup", "0",
+          "--update", "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert r["rows"][0] == old_row and [(x["model"], x["variant"]) for x in r["rows"][1:]] == [
+        ("resnet20", "dense"), ("resnet20", "compacted")]
+    assert [(m["models"], m["clock"]) for m in r["runs"]] == [(["lenet_300_100"], "wall"),
+                                                              (["resnet20"], "process CPU time")]
+    main(["--models", "resnet20", "--densities", "1.0", "--batches", "1", "--repeats", "1", "--json", str(out)])
+    assert [x["model"] for x in json.loads(out.read_text())["rows"]] == ["resnet20"]  # without --update: this run only
