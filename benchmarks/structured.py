@@ -1,14 +1,16 @@
 """Inference latency of weight (unstructured) vs neuron (structured) pruning: does removing FLOPs make it faster?
 
-    python scripts/bench_structured.py --models lenet_300_100 conv4 --densities 1.0 0.5 0.2 0.1 --threads 1
+    python scripts/bench_structured.py            # lenet_300_100, conv4 (densities 0.5 0.2 0.1), resnet20, resnet56 (0.5 0.25)
+    python scripts/bench_structured.py --models resnet56 --densities 1.0 0.5 --batches 256 --device cuda
 
 For each model and density, four networks compute the same kind of function:
   dense      the unpruned model;
   mask       magnitude-pruned weights (layerwise, every prunable at the density) kept in dense kernels with zeros;
   csr        the same pruned weights as torch.sparse CSR matrices: Linear by `torch.sparse.mm`, Conv2d by im2col
              (`F.unfold`) + `torch.sparse.mm` (in chunks of the batch);
-  compacted  whole neurons/filters removed by L1 norm (layerwise, output layer kept) until the FLOPs match the
-             density, then `lth.structured.compact` into a physically smaller dense model.
+  compacted  whole neurons/filters removed by their dependency group's L1 norm (the same share of every group —
+             a residual stage's channels are one group —, output layer kept) until the FLOPs match the density,
+             then `lth.structured.compact` into a physically smaller dense model.
 Latency = median over repeats of the mean over an inner loop (≥ 5 ms), after warm-up, the variants timed in turn, in inference mode, with the
 thread count pinned; CUDA is used when present (timings synchronised). Writes JSON and a Markdown table with the
 speed-up over dense, the FLOP ratio (dense FLOPs / the variant's non-zero FLOPs) and their quotient (1.0 = the
@@ -20,9 +22,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,12 +32,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmarks.common import Clock
 from lth.models import build_model, reinitialize
-from lth.pruning import neuron_scores, select, select_neurons
-from lth.structured import compact, flops, unit_layout
+from lth.pruning import group_scores, select, select_groups
+from lth.structured import compact, dependency_groups, flops
 
 INPUT_SHAPES = {"lenet_300_100": (1, 28, 28), "conv2": (3, 32, 32), "conv4": (3, 32, 32), "conv6": (3, 32, 32),
-                "vgg16": (3, 32, 32), "mlp": (1, 28, 28)}
+                "vgg16": (3, 32, 32), "mlp": (1, 28, 28), "resnet20": (3, 32, 32), "resnet56": (3, 32, 32),
+                "resnet1d": (1, 40), "cnn1d": (1, 40)}
+VARIANTS = ("mask", "csr", "compacted")
+# per model, when --densities / --variants are not given: the residual networks at 2x and 4x fewer FLOPs, compacted
+# only (their dense-kernel masks cost what dense costs, and CSR im2col convolutions are far slower: see the table)
+DEFAULT_DENSITIES = {"resnet20": (1.0, 0.5, 0.25), "resnet56": (1.0, 0.5, 0.25)}
+DEFAULT_VARIANTS = {"resnet20": ("compacted",), "resnet56": ("compacted",)}
 
 
 class CSRLinear(nn.Module):
@@ -114,15 +123,16 @@ def magnitude_masks(model: nn.Module, density: float) -> dict[str, Tensor]:
 
 
 def neuron_masks(model: nn.Module, x: Tensor, density: float) -> tuple[dict[str, Tensor], float]:
-    """L1 neuron masks (one fraction for every removable layer) whose FLOPs are closest to `density` of dense."""
-    layout = unit_layout(model, x)
+    """Channel masks, group L1 norm with one fraction for every dependency group (a residual stage's channels are one
+    group), whose FLOPs are closest to `density` of dense; and that FLOP density."""
+    layout = dependency_groups(model, x[:1], prunables(model))
     weights = {n: model.get_parameter(n).detach() for n in prunables(model)}
     ones = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
-    scores = neuron_scores("l1", weights, ones)
+    scores = group_scores("l1", weights, ones, layout)
     dense = flops(model, x[:1])["flops_dense"]
 
     def at(fraction: float) -> tuple[dict[str, Tensor], float]:
-        m = select_neurons(scores, ones, fraction, removable=layout.removable, consumers=layout.consumers)
+        m = select_groups(scores, ones, layout, fraction)
         return m, flops(model, x[:1], m)["flops_nonzero"] / dense
 
     lo, hi = 1e-6, 1 - 1e-6
@@ -139,30 +149,32 @@ def neuron_masks(model: nn.Module, x: Tensor, density: float) -> tuple[dict[str,
 def interleaved_latency_ms(fns: list[Callable[[Tensor], Tensor]], x: Tensor, repeats: int,
                            warmup: int) -> list[float]:
     """Per function, the median over `repeats` rounds of the mean time of an inner loop lasting ≥ ~5 ms; the rounds
-    visit the functions in turn, so a change in machine load hits all of them alike."""
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    visit the functions in turn, so a change in machine load hits all of them alike. On the CPU the time is this
+    process's CPU time (time another job takes from the cores is not counted: a loaded machine still gives ratios);
+    on CUDA it is wall time between device synchronisations."""
+    clock = Clock(x.device)
+    elapsed = (lambda: clock.seconds) if x.is_cuda else (lambda: clock.cpu_seconds)
     inner, times = [], [[] for _ in fns]
     with torch.inference_mode():
         for fn in fns:
             for _ in range(warmup):
                 fn(x)
-            sync()
-            t0 = time.perf_counter()
+            clock.start()
             fn(x)
-            sync()
-            inner.append(max(1, int(0.005 / max(time.perf_counter() - t0, 1e-7))))
+            clock.stop()
+            inner.append(max(1, int(0.005 / max(elapsed(), 1e-7))))
         for _ in range(repeats):
             for i, fn in enumerate(fns):
-                t0 = time.perf_counter()
+                clock.start()
                 for _ in range(inner[i]):
                     fn(x)
-                sync()
-                times[i].append((time.perf_counter() - t0) / inner[i])
+                clock.stop()
+                times[i].append(elapsed() / inner[i])
     return [1e3 * statistics.median(t) for t in times]
 
 
 def bench_model(name: str, densities: list[float], batches: list[int], repeats: int, warmup: int,
-                device: torch.device, seed: int) -> list[dict]:
+                device: torch.device, seed: int, kinds: tuple[str, ...] = VARIANTS) -> list[dict]:
     shape = INPUT_SHAPES.get(name, (3, 32, 32))
     model = build_model(name, shape, 10)
     reinitialize(model, seed)
@@ -173,14 +185,19 @@ def bench_model(name: str, densities: list[float], batches: list[int], repeats: 
     for d in densities:
         if d >= 1.0:
             continue
-        m = magnitude_masks(model, d)
-        pruned = masked(model, m)
-        nz = flops(model, probe[:1], m)["flops_nonzero"]
-        variants += [(d, "mask", pruned, nz), (d, "csr", to_csr(pruned), nz)]
-        nm, _ = neuron_masks(model, probe, d)
-        small = compact(model, nm, probe)
-        assert torch.allclose(small(probe), masked(model, nm)(probe), atol=1e-4)
-        variants.append((d, "compacted", small, flops(small, probe[:1])["flops_dense"]))
+        if {"mask", "csr"} & set(kinds):
+            m = magnitude_masks(model, d)
+            pruned = masked(model, m)
+            nz = flops(model, probe[:1], m)["flops_nonzero"]
+            if "mask" in kinds:
+                variants.append((d, "mask", pruned, nz))
+            if "csr" in kinds:
+                variants.append((d, "csr", to_csr(pruned), nz))
+        if "compacted" in kinds:
+            nm, _ = neuron_masks(model, probe, d)
+            small = compact(model, nm, probe)
+            assert torch.allclose(small(probe), masked(model, nm)(probe), atol=1e-4)
+            variants.append((d, "compacted", small, flops(small, probe[:1])["flops_dense"]))
     rows = []
     for batch in batches:
         x = torch.randn(batch, *shape, device=device)
@@ -207,10 +224,14 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["lenet_300_100", "conv4"])
-    ap.add_argument("--densities", type=float, nargs="+", default=[1.0, 0.5, 0.2, 0.1])
+    ap.add_argument("--models", nargs="+", default=["lenet_300_100", "conv4", "resnet20", "resnet56"])
+    ap.add_argument("--densities", type=float, nargs="+", default=None,
+                    help="FLOP densities (1/FLOP reduction; default 1 0.5 0.2 0.1, residual networks 1 0.5 0.25)")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
+                    help=f"pruned networks timed against dense (default {' '.join(VARIANTS)}; residual networks: "
+                         "compacted)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 256])
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (CPU)")
     ap.add_argument("--repeats", type=int, default=15)
@@ -219,21 +240,38 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     ap.add_argument("--json", default="docs/bench_structured.json")
     ap.add_argument("--table", default=None, help="also write the Markdown table to this file")
-    args = ap.parse_args()
-    for d in args.densities:
+    ap.add_argument("--update", action="store_true",
+                    help="keep the --json file's rows of the models not timed now (`runs` says which run timed which)")
+    args = ap.parse_args(argv)
+    for d in args.densities or ():
         if not 0.0 < d <= 1.0:
             raise SystemExit(f"densities must be in (0, 1], got {d}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    load_before = os.getloadavg()
     rows = []
     for name in args.models:
-        rows += bench_model(name, args.densities, args.batches, args.repeats, args.warmup, device, args.seed)
+        densities = args.densities or list(DEFAULT_DENSITIES.get(name, (1.0, 0.5, 0.2, 0.1)))
+        kinds = tuple(args.variants or DEFAULT_VARIANTS.get(name, VARIANTS))
+        rows += bench_model(name, densities, args.batches, args.repeats, args.warmup, device, args.seed, kinds)
     meta = {"torch": torch.__version__, "device": str(device), "threads": args.threads,
-            "cpu": platform.processor() or platform.machine(), "repeats": args.repeats, "warmup": args.warmup,
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "repeats": args.repeats,
+            "warmup": args.warmup, "clock": "wall time (CUDA synchronised)" if device.type == "cuda" else
+            "process CPU time", "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
             "flops": "multiply-accumulates per example of Linear/Conv weights (lth.structured.flops)"}
+    path = Path(args.json)
+    if args.update and path.exists():  # the other models' rows stay, each with the meta of the run that timed it
+        old = json.loads(path.read_text())
+        kept = [r for r in old["rows"] if r["model"] not in args.models]
+        runs = old.get("runs", [{**old["meta"], "models": sorted({r["model"] for r in old["rows"]})}])
+        runs = [{**m, "models": [x for x in m["models"] if x not in args.models]} for m in runs]
+        runs = [m for m in runs if m["models"]] + [{**meta, "models": list(args.models)}]
+        rows = kept + rows
+    else:
+        runs = [{**meta, "models": list(args.models)}]
     table = markdown(rows)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows, "markdown": table}, indent=1) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "runs": runs, "rows": rows, "markdown": table}, indent=1) + "\n")
     if args.table:
         Path(args.table).write_text(f"Inference latency on {device} ({args.threads} thread(s), torch "
                                     f"{torch.__version__}).\n\n{table}\n")

@@ -203,7 +203,7 @@ class Lineage:
             fields = {**self.distiller.fields(self.model, self.data.test_dataloader()), **(fields or {})}
         record = self.record(r, module, int(trainer.global_step), time.perf_counter() - start,
                              {"reset": reset or "none", **(fields or {})})
-        folder.save_trained(r, self.model.state_dict())
+        self.save_state(r)
         folder.save_history(r, module.history)
         self.kind.after_round(self, r)
         folder.add(record)
@@ -222,9 +222,21 @@ class Lineage:
         trainer = self.trainer(r, self.cfg.trainer.max_steps, [])
         trainer.validate(module, [self.data.val_dataloader(), self.data.test_dataloader()], verbose=False)
         record = self.record(r, module, int(trainer.global_step), time.perf_counter() - start, fields)
-        self.folder.save_trained(r, self.model.state_dict())
+        self.save_state(r)
         self.folder.add(record)
         return record
+
+    def save_state(self, r: int) -> None:
+        """Write round `r`'s trained state (trained.pt) and, under neuron granularity, its compacted network as
+        config + state dict (compact.json, compact.pt: `lth.structured.load_compact` rebuilds it)."""
+        self.folder.save_trained(r, self.model.state_dict())
+        if self.plan.layout is None or not self.folder.writer:
+            return
+        small = structured.compact(self.model, self.manager.masks, self.plan.example)
+        model = self.config["model"]
+        config = structured.compact_config(small, model["name"], model.get("args") or {}, self.data.input_shape,
+                                           self.data.num_classes)
+        structured.save_compact(self.folder.round_dir(r), small, config)
 
     def collapse_fields(self, r: int, masks: Mapping[str, Tensor]) -> dict[str, Any]:
         """Round `r`'s record fields of a collapsed mask (an empty layer, no input→output path); ValueError naming the

@@ -39,6 +39,8 @@ FORWARD_CASES = [
     ("cnn1d", (40,)),
     ("vgg16", CIFAR10),
     ("resnet20", CIFAR10),
+    ("resnet1d", MNIST1D),
+    ("resnet1d", (40,)),
 ]
 
 
@@ -55,6 +57,27 @@ def test_cnn1d_reads_unbatched_channel() -> None:
     # lengths 40 → 19 → 10 → 5, 25 channels: 125 features into the output layer
     assert model.output.in_features == 125
     assert sum(p.numel() for p in model.parameters()) == (125 + 25) + 2 * (1875 + 25) + (125 * 7 + 7)
+
+
+def test_resnet1d_counts_and_blocks() -> None:
+    model = build_model("resnet1d", MNIST1D, 10)
+    x = torch.randn(3, 40)
+    assert torch.equal(model(x), model(x.unsqueeze(1)))
+    # stem k5 1→32; blocks 32→32, 32→32 (identity), 32→64 strided with a 1x1 projection, 64→64 (identity); fc 64·10
+    weights = 5 * 32 + 2 * 2 * (3 * 32 * 32) + (3 * 32 * 64 + 3 * 64 * 64 + 32 * 64) + 2 * (3 * 64 * 64) + 64 * 10
+    assert weight_count(model) == weights == 58_144
+    # 10 BatchNorms: stem 32, 2·32 twice, 2·64 + projection 64, 2·64 — weight and bias each; fc bias 10
+    assert sum(p.numel() for p in model.parameters()) == weights + 2 * (32 + 4 * 32 + 3 * 64 + 2 * 64) + 10
+    assert [len(b.shortcut) for b in model.blocks] == [0, 0, 2, 0]
+    assert [b.conv1.stride[0] for b in model.blocks] == [1, 1, 2, 1]
+    # lengths: 40 → stem stride 2 → 20 → third block stride 2 → 10, then the average over positions
+    assert model.blocks(model.bn(model.conv(x.unsqueeze(1)))).shape == (3, 64, 10)
+    assert build_model("resnet1d", (2, 12), 3, widths=[4, 8]).output.in_features == 8
+    for bad in ([], [4, 0]):
+        with pytest.raises(ValueError, match="widths must be positive"):
+            build_model("resnet1d", MNIST1D, 3, widths=bad)
+    with pytest.raises(ValueError, match="needs input_shape"):
+        build_model("resnet1d", CIFAR10, 3)
 
 
 def test_lenet_weight_count() -> None:
@@ -99,7 +122,7 @@ def test_resnet20_and_vgg16_counts() -> None:
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_output_layer_is_last_prunable(name: str) -> None:
-    shape = {"cnn1d": MNIST1D, "mlp": DIGITS, "lenet_300_100": DIGITS}.get(name, CIFAR10)
+    shape = {"cnn1d": MNIST1D, "resnet1d": MNIST1D, "mlp": DIGITS, "lenet_300_100": DIGITS}.get(name, CIFAR10)
     model = build_model(name, shape, 6)
     last_name, last = prunable_weights(model)[-1]
     assert last_name == "output.weight"
