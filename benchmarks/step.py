@@ -321,7 +321,7 @@ def _time_lightning(
     model: nn.Module, spec: dict, data: Any, case: StepCase, device: torch.device, workdir: Path, deterministic: bool
 ) -> dict[str, float]:
     from lth.data import TensorBatches
-    from lth.lit import optimizer_factory
+    from lth.lit import lean, optimizer_factory
 
     kit = _lightning_kit()
     clock = Clock(device)
@@ -329,7 +329,9 @@ def _time_lightning(
         max_steps=case.steps, max_epochs=-1, val_check_interval=case.eval_every, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
         logger=False, deterministic=deterministic, accelerator=_accelerator(device), devices=1,
-        callbacks=[kit.StepClock(clock, case.warm_steps), progress()],
+        # the clock and the display as lth's Trainer gets them (`lean`: inherited no-op hooks skipped), so neither side
+        # pays for the other's measurement
+        callbacks=lean([kit.StepClock(clock, case.warm_steps), progress()]),
         default_root_dir=str(workdir),
     )
     # the data placed as lth's data module places it (on the device when it fits)

@@ -188,4 +188,5 @@ def test_lth_and_the_lightning_floor_both_show_the_progress_display(tmp_path, mo
     fns["lightning"]()
     assert len(made) == 2 and all(isinstance(p, ProgressCallback) and p.bar for p in made)
     assert made[1]._start[0] > 0  # the floor's Trainer ran it: its training start was noted
+    assert made[1].on_before_backward is None  # leaned as lth's Trainer leans it: the same display costs the same
     assert step.CONTENDERS["lth[unfused]"].floor == "lightning[unfused]" and step.CONTENDERS["lth"].floor == "lightning"
