@@ -29,6 +29,7 @@ from benchmarks.step import QUICK_STEP_CASES, STEP_CASES, step_suite
 SECTIONS = ("step", "pruning", "memory", "imports", "startup")
 TARGETS = {
     "step_overhead": 1.25,  # lth's masked round vs a raw PyTorch loop, per step
+    "floor_overhead": 1.05,  # lth's masked round vs Lightning's floor (a bare LightningModule), per step
     "distill_step": 1.3,  # a distilled round with cached teacher outputs vs the plain lth round, per step
     "global_select_seconds": 1.0,  # one global select over a ResNet-50-sized model
     "mask_bytes_per_param": 1.0,  # masks in memory
@@ -58,6 +59,10 @@ def check_targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             r = case["judged_ratio"]["lth"]
             add(f"step_overhead/{case_key}", f"step overhead {case_key}: lth round / raw loop ({case['judged_clock']})", r,
                 TARGETS["step_overhead"], r <= TARGETS["step_overhead"], timing=True)
+        if "lth" in case.get("floor_ratio", {}):
+            r = case["floor_ratio"]["lth"]
+            add(f"floor_overhead/{case_key}", f"step overhead {case_key}: lth round / Lightning's floor "
+                f"({case['judged_clock']})", r, TARGETS["floor_overhead"], r <= TARGETS["floor_overhead"], timing=True)
         if "lth[distill]" in case.get("judged_ratio", {}):
             r = case["judged_ratio"]["lth[distill]"]
             add(f"distill_step/{case_key}", f"distillation {case_key}: cached teacher / plain lth round "
@@ -122,6 +127,10 @@ def table(results: Mapping[str, Any]) -> str:
                           f"round {case['round_ratio'][n]:.2f}×)"),
                          _verdict(checks.get(f"step_overhead/{key}")) if n == "lth" else
                          _verdict(checks.get(f"distill_step/{key}")) if n == "lth[distill]" else ""))
+        for n, f in case.get("floor", {}).items():
+            rows.append((f"step {key}: {n} / Lightning's floor", f"{ms[n]:.3f} ms/step (cpu {cpu[n]:.3f})",
+                         f"{f} {ms[f]:.3f} ms", f"{case['floor_ratio'][n]:.3f}× ({case['judged_clock']})",
+                         _verdict(checks.get(f"floor_overhead/{key}")) if n == "lth" else ""))
     if "pruning" in results:
         p = results["pruning"]
         base = p["seconds"]["naive_global"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import math
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +30,11 @@ class Contender:
     optimizer: Mapping[str, Any] = field(default_factory=dict)  # extra optimizer arguments
     baseline: str = "raw"
     teacher: bool = False  # lth only: a frozen teacher of the student's architecture for train.distill
+
+    @property
+    def floor(self) -> str:
+        """The Lightning floor an lth contender is also compared with: the bare LightningModule with its optimizer."""
+        return "lightning[unfused]" if self.optimizer.get("fused") is False else "lightning"
 
 
 def _distill(**options: Any) -> dict[str, Any]:
@@ -226,6 +232,14 @@ def _lightning_kit() -> Any:
     return argparse.Namespace(pl=pl, StepClock=StepClock, BareModule=BareModule)
 
 
+def progress() -> Any:
+    """The progress display every lth run shows (`lth.lit.ProgressCallback`, its bar: a clock read per step), written
+    to memory; the Lightning floor gets one too, so both sides pay for the same display."""
+    from lth.lit import ProgressCallback
+
+    return ProgressCallback("bench", bar=True, stream=io.StringIO())
+
+
 def evaluate(model: nn.Module, splits: Iterable[tuple[Tensor, Tensor]], batch_size: int, device: torch.device) -> list:
     """Summed loss and correct count per split (one host sync per split), as the raw loop's evaluation."""
     model.eval()
@@ -307,7 +321,7 @@ def _time_lightning(
     model: nn.Module, spec: dict, data: Any, case: StepCase, device: torch.device, workdir: Path, deterministic: bool
 ) -> dict[str, float]:
     from lth.data import TensorBatches
-    from lth.lit import optimizer_factory
+    from lth.lit import lean, optimizer_factory
 
     kit = _lightning_kit()
     clock = Clock(device)
@@ -315,7 +329,9 @@ def _time_lightning(
         max_steps=case.steps, max_epochs=-1, val_check_interval=case.eval_every, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
         logger=False, deterministic=deterministic, accelerator=_accelerator(device), devices=1,
-        callbacks=[kit.StepClock(clock, case.warm_steps)],
+        # the clock and the display as lth's Trainer gets them (`lean`: inherited no-op hooks skipped), so neither side
+        # pays for the other's measurement
+        callbacks=lean([kit.StepClock(clock, case.warm_steps), progress()]),
         default_root_dir=str(workdir),
     )
     # the data placed as lth's data module places it (on the device when it fits)
@@ -379,7 +395,7 @@ def step_contenders(case: StepCase, device: torch.device, workdir: Path, determi
             cfg = lineage_config(case, device, overrides, spec)
             clock = Clock(device)
             lineage = Lineage(cfg, workdir / name, sinks=[], datamodule=lineage_datamodule(case, cfg),
-                              callbacks=[kit.StepClock(clock, case.warm_steps)])
+                              callbacks=[kit.StepClock(clock, case.warm_steps), progress()])
             if c.teacher:  # the dense parent a distilled round learns from (here: a fresh network of the same shape)
                 from lth.distill import Teacher
 
@@ -404,6 +420,7 @@ def step_suite(cases: Mapping[str, StepCase], device: torch.device, repeats: int
                 torch.use_deterministic_algorithms(before)
         # a contender whose baseline this case does not time is its own baseline (the distillation case's plain round)
         base = {n: CONTENDERS[n].baseline if CONTENDERS[n].baseline in times else n for n in times}
+        floor = {n: CONTENDERS[n].floor for n in times if CONTENDERS[n].kind == "lth" and CONTENDERS[n].floor in times}
         # One thread on a CPU: this process's CPU time, which other jobs on the machine inflate far less than wall
         # time (the two agree on an idle machine). Otherwise (threads spin, devices run asynchronously): wall time.
         clock = "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
@@ -423,6 +440,9 @@ def step_suite(cases: Mapping[str, StepCase], device: torch.device, repeats: int
             "round_ratio": {n: paired_ratio(times[n]["total"], times[base[n]]["total"]) for n in times},
             "judged_clock": clock,
             "judged_ratio": {n: paired_ratio(times[n][field_name], times[base[n]][field_name]) for n in times},
+            # lth's own cost: each lth contender over the bare LightningModule with the same optimizer (judged clock)
+            "floor": floor,
+            "floor_ratio": {n: paired_ratio(times[n][field_name], times[f][field_name]) for n, f in floor.items()},
             "times": {n: {k: [round(v, 6) for v in vs] for k, vs in t.items()} for n, t in times.items()},
         }
     return out

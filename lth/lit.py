@@ -47,6 +47,19 @@ class RunningAccuracy(Metric):
         self.correct.add_((logits.argmax(1) == target).sum())  # in place: no module attribute writes
         self.total.add_(target.numel())
 
+    def _wrap_update(self, update: Callable[[Tensor, Tensor], None]) -> Callable[[Tensor, Tensor], None]:
+        # torchmetrics' wrapper writes two attributes through nn.Module.__setattr__ and enters a grad-mode context on
+        # every call (~half the cost of an update here); its count and cache reset are kept, written directly. No grad
+        # context is needed: argmax, == and sum never build a graph.
+        state = self.__dict__
+
+        def counted(logits: Tensor, target: Tensor) -> None:
+            state["_computed"] = None
+            state["_update_count"] += 1
+            update(logits, target)
+
+        return counted
+
     def compute(self) -> Tensor:
         return self.correct.float() / self.total.float()
 
@@ -310,6 +323,7 @@ class LastCheckpoint(pl.Callback):
         self.stop = stop if listen else None
         self.r = r
         self._saved_step = -1
+        self._eval_every = 0  # the fit's validation interval in batches (0: none), read once when training starts
 
     def _due(self, trainer: pl.Trainer) -> bool:
         step = trainer.global_step
@@ -327,11 +341,13 @@ class LastCheckpoint(pl.Callback):
         return bool(trainer.strategy.reduce_boolean_decision(asked, all=False))
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._eval_every = validation_interval(trainer)
         if self.stop is not None:
             self.stop.install()  # over the handlers Lightning put in for the fit (they stop without a checkpoint)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if not _validates_after_this_batch(trainer):  # else after the step's evaluation (kept in the checkpoint)
+        every = self._eval_every  # a batch followed by an evaluation: its boundary comes after it (in the checkpoint)
+        if not every or (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % every:
             self._boundary(trainer, evaluated=False)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -360,12 +376,13 @@ class LastCheckpoint(pl.Callback):
         self._saved_step = trainer.global_step
 
 
-def _validates_after_this_batch(trainer: pl.Trainer) -> bool:
-    """Whether Lightning's step-based validation (check_val_every_n_epoch=None) runs right after this batch."""
+def validation_interval(trainer: pl.Trainer) -> int:
+    """Every how many training batches Lightning's step-based validation (check_val_every_n_epoch=None) runs in this
+    fit: after batch i when (i + 1) % interval == 0; 0 when it does not. Fixed once the fit's data is set up."""
     every = trainer.val_check_batch
     if not trainer.enable_validation or every is None or every == float("inf"):
-        return False
-    return (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % int(every) == 0
+        return 0
+    return int(every)
 
 
 class ProgressCallback(pl.Callback):

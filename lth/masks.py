@@ -139,10 +139,12 @@ class MaskManager:
     @torch.no_grad()
     def mask_grads(self) -> None:
         """Zero the gradients of pruned weights, in place."""
-        pairs = [(p.grad, m) for p, m in zip(self.params, self._mask_factors()) if p.grad is not None]
-        if pairs:
-            grads, masks = zip(*pairs)
-            torch._foreach_mul_(list(grads), list(masks))
+        grads, factors = [p.grad for p in self.params], self._mask_factors()
+        if any(g is None for g in grads):  # parameters that took no part in this step's loss
+            factors = [m for g, m in zip(grads, factors) if g is not None]
+            grads = [g for g in grads if g is not None]
+        if grads:
+            torch._foreach_mul_(grads, factors)
 
     def density(self) -> float:
         """Fraction of prunable weights kept."""

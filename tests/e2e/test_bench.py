@@ -31,6 +31,9 @@ def test_quick_benchmark_writes_every_figure_and_meets_structural_targets(tmp_pa
         assert s["density"] == 0.2 and s["judged_clock"] == "cpu"
         assert s["timed_steps"] == case.steps - case.eval_every
         assert all(len(t["total"]) == 3 and len(t["step_cpu"]) == 3 for t in s["times"].values())  # 3 quick repeats
+        # lth over the bare LightningModule, where the case times it (the distillation case does not)
+        assert s["floor"] == ({} if name == "lenet_300_100_distill" else {"lth": "lightning"})
+        assert all(math.isfinite(v) and v > 0 for v in s["floor_ratio"].values()) and set(s["floor_ratio"]) == set(s["floor"])
 
     p = r["pruning"]
     assert p["params"] == sum(math.prod(s) for s in pruning.resnet50_shapes(0.125).values())
@@ -53,6 +56,8 @@ def test_quick_benchmark_writes_every_figure_and_meets_structural_targets(tmp_pa
     assert verdicts == {
         "step_overhead/lenet_300_100": None,  # timings are not judged in quick mode
         "step_overhead/conv4": None,
+        "floor_overhead/lenet_300_100": None,
+        "floor_overhead/conv4": None,
         "distill_step/lenet_300_100_distill": None,
         "global_select": None,
         "mask_bytes": True,
@@ -63,6 +68,7 @@ def test_quick_benchmark_writes_every_figure_and_meets_structural_targets(tmp_pa
     }
     printed = capsys.readouterr().out
     assert "| step lenet_300_100: lth |" in printed and "5/5 judged targets met" in printed
+    assert "| step lenet_300_100: lth / Lightning's floor |" in printed
 
 
 def test_resnet50_shapes_have_resnet50s_weight_count():
@@ -84,10 +90,11 @@ def test_contenders_take_turns_in_rotating_order():
     assert {k: len(v["total"]) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
 
 
-def _results(quick, lth_ratio, other=0.2, loaded=()):
+def _results(quick, lth_ratio, other=0.2, loaded=(), floor_ratio=1.04):
     return {
         "meta": {"quick": quick},
-        "step": {"lenet_300_100": {"judged_clock": "cpu", "judged_ratio": {"raw": 1.0, "lth": lth_ratio}}},
+        "step": {"lenet_300_100": {"judged_clock": "cpu", "judged_ratio": {"raw": 1.0, "lth": lth_ratio},
+                                   "floor": {"lth": "lightning"}, "floor_ratio": {"lth": floor_ratio}}},
         "memory": {
             "params": 2**20,
             "per_param": {"masks": {"mask_bytes_per_param": 1.0, "other_bytes_per_param": other}},
@@ -99,10 +106,12 @@ def _results(quick, lth_ratio, other=0.2, loaded=()):
 
 def test_targets_are_judged_outside_quick_mode_only():
     passed = {c["key"]: c["pass"] for c in harness.check_targets(_results(False, 1.2))}
-    assert passed == {"step_overhead/lenet_300_100": True, "mask_bytes": True, "other_bytes": True,
-                      "mask_file_bits": True, "mask_file_header": True, "lazy_imports": True}
-    failed = {c["key"]: c for c in harness.check_targets(_results(False, 1.3, other=4.6, loaded=["sklearn"]))}
+    assert passed == {"step_overhead/lenet_300_100": True, "floor_overhead/lenet_300_100": True, "mask_bytes": True,
+                      "other_bytes": True, "mask_file_bits": True, "mask_file_header": True, "lazy_imports": True}
+    failed = {c["key"]: c for c in harness.check_targets(_results(False, 1.3, other=4.6, loaded=["sklearn"],
+                                                                  floor_ratio=1.06))}
     assert failed["step_overhead/lenet_300_100"]["pass"] is False
+    assert failed["floor_overhead/lenet_300_100"]["pass"] is False and failed["floor_overhead/lenet_300_100"]["limit"] == 1.05
     assert failed["other_bytes"]["limit"] == 4.5 and failed["other_bytes"]["pass"] is False  # 0.5 + 4 MiB / 1 Mi
     assert failed["lazy_imports"]["pass"] is False and failed["lazy_imports"]["value"] == ["sklearn"]
     quick = {c["key"]: c["pass"] for c in harness.check_targets(_results(True, 1.3))}
@@ -165,3 +174,19 @@ def test_full_cases_time_enough_steps_and_each_device_has_its_own_file():
     assert harness.default_out("cuda").name == "bench_cuda.json"
     assert harness.default_out("cuda:1").name == "bench_cuda.json"
     assert harness.default_out("cpu").name == "bench_cpu.json"
+
+
+def test_lth_and_the_lightning_floor_both_show_the_progress_display(tmp_path, monkeypatch):
+    from lth.lit import ProgressCallback
+
+    made = []
+    real = step.progress
+    monkeypatch.setattr(step, "progress", lambda: made.append(real()) or made[-1])
+    case = step.QUICK_STEP_CASES["lenet_300_100"]
+    fns = step.step_contenders(case, torch.device("cpu"), tmp_path)
+    assert made and made[-1] in fns["lth"].args[0].extra_callbacks  # the lineage's round carries it, as a run does
+    fns["lightning"]()
+    assert len(made) == 2 and all(isinstance(p, ProgressCallback) and p.bar for p in made)
+    assert made[1]._start[0] > 0  # the floor's Trainer ran it: its training start was noted
+    assert made[1].on_before_backward is None  # leaned as lth's Trainer leans it: the same display costs the same
+    assert step.CONTENDERS["lth[unfused]"].floor == "lightning[unfused]" and step.CONTENDERS["lth"].floor == "lightning"

@@ -294,3 +294,45 @@ def test_windowed_adam_starts_with_fresh_moments_and_step_count():
     opt, _ = windowed(adam, STEP_DECAY, 5)
     optimizer = opt([nn.Parameter(torch.zeros(2))])
     assert optimizer.state_dict()["state"] == {}  # no moments, step 0: bias correction starts at step 1
+
+
+@pytest.mark.parametrize("with_validation", [True, False])
+def test_checkpoints_at_evaluation_steps_come_after_the_evaluation(tmp_path, with_validation):
+    from lth.lit import validation_interval
+
+    model, mm = make()
+    module = TicketModule(model, OPTIMIZERS["adam"], num_classes=3)
+    ck = LastCheckpoint(tmp_path / "ck", every_n_steps=2)
+    saves: list[tuple[int, int]] = []  # (step, evaluations done when it was saved)
+    ck.save = lambda t: (saves.append((t.global_step, len(module.history))), setattr(ck, "_saved_step", t.global_step))
+    seen: list[int] = []
+
+    class Interval(pl.Callback):
+        def on_train_start(self, t, pl_module):
+            seen.append(validation_interval(t))
+
+    fit = trainer([MaskingCallback(mm), ck, Interval()], tmp_path, max_steps=8, val_check_interval=4,
+                  check_val_every_n_epoch=None, num_sanity_val_steps=0)
+    fit.fit(module, batches(8), [batches(2, seed=3), batches(2, seed=4)] if with_validation else None)
+    if with_validation:  # steps 4 and 8 are evaluation steps: their checkpoint holds that evaluation
+        assert seen == [4] and saves == [(2, 0), (4, 1), (6, 1), (8, 2)]
+    else:
+        assert seen == [0] and saves == [(2, 0), (4, 0), (6, 0), (8, 0)]
+
+
+def test_running_accuracy_update_keeps_the_count_the_cache_reset_and_no_graph():
+    import pickle
+
+    from lth.lit import RunningAccuracy
+
+    acc = RunningAccuracy()
+    logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]], requires_grad=True)
+    acc.update(logits, torch.tensor([0, 1, 1]))  # two hits
+    assert acc.compute() == torch.tensor(2.0) / 3
+    acc.update(logits[:1], torch.tensor([1]))  # a miss: the cached value of compute() is dropped
+    assert acc.update_count == 2 and float(acc.compute()) == 0.5
+    assert acc.correct.grad_fn is None and not acc.correct.requires_grad
+    assert "_update_count" not in acc._buffers and "_computed" not in acc._modules
+    copy = pickle.loads(pickle.dumps(acc))  # a spawned process's copy counts on
+    copy.update(logits, torch.tensor([0, 1, 0]))
+    assert copy.update_count == 3 and (int(copy.correct), int(copy.total)) == (5, 7)
