@@ -96,6 +96,14 @@ def _validate_structured(cfg: Config) -> None:
     from lth.pruning import NEURON_NORMS
 
     p, tk = cfg.pruning, cfg.ticket
+    if p.biases:
+        other = [why for why, on in (
+            ("pruning.granularity=neuron", getattr(p.granularity, "value", p.granularity) == "neuron"),
+            ("pruning.at_init=true", p.at_init), (f"supermask.method={cfg.supermask.method}", cfg.supermask.method),
+            ("gradual.final_density", cfg.gradual.final_density is not None)) if on]
+        if other:
+            raise ValueError(f"pruning.biases=true ranks each layer's bias with its weights in iterative pruning and "
+                             f"its branches; it does not apply with {other[0]}: set pruning.biases=false")
     if getattr(p.granularity, "value", p.granularity) == "neuron":
         if p.structured_norm not in NEURON_NORMS:
             raise ValueError(f"pruning.structured_norm: {NEURON_NORMS.unknown(p.structured_norm)}")
