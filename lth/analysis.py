@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -14,8 +13,10 @@ from typing import Any
 
 import yaml
 
+from lth.early_stop import DEFAULT_RULE, EARLY_STOP_RULES, by_rule_fields
 from lth.flat import flatten
 from lth.metrics import DENSITY, EARLY_STOP_STEP, EARLY_STOP_TEST_ACC, NOT_GROUPING, TEST_ACC, is_grouping_key
+from lth.stats import fmt, interval, paired, t_quantile, verdict
 
 KEY_COLUMNS = ("seed", "criterion", "reset", "fraction", "scope")
 # the ticket plots' names and the grouping rule (`group_columns`) come from lth.metrics, as the W&B workspace's do
@@ -93,9 +94,12 @@ def _by(df: Any, by: str | Sequence[str] | None) -> list[str]:
 # ----- tables
 
 def summarize(df: Any, metric: str = "test_acc", by: str | Sequence[str] | None = None, at: str = "round",
-              scale: float = 1.0) -> Any:
-    """Mean, std and count of `metric` (× `scale`) per group × `at` value, with the mean density of each (`at` =
-    "density": density rounded to 6 digits); `by` defaults to `group_columns`."""
+              scale: float = 1.0, confidence: float = 0.95) -> Any:
+    """Mean, std, count and the `confidence` t interval (`lo`, `hi`) of `metric` (× `scale`) per group × `at` value,
+    with the mean density of each (`at` = "density": density rounded to 6 digits); `by` defaults to
+    `group_columns`."""
+    import numpy as np
+
     by = _by(df, by)
     if at == "density":
         df, agg = df.assign(density=df["density"].round(6)), {}
@@ -104,16 +108,19 @@ def summarize(df: Any, metric: str = "test_acc", by: str | Sequence[str] | None 
     out = df.groupby([*by, at], dropna=False).agg(**agg, mean=(metric, "mean"), std=(metric, "std"),
                                                    n=(metric, "count")).reset_index()
     out["mean"], out["std"] = out["mean"] * scale, out["std"] * scale
+    q = np.array([t_quantile(0.5 + confidence / 2, n - 1) if n > 1 else math.nan for n in out["n"]])
+    half = q * out["std"].to_numpy(float) / np.sqrt(out["n"].to_numpy(float).clip(1))
+    out["lo"], out["hi"] = out["mean"] - half, out["mean"] + half
     return out
 
 
-def mean_std(xs: Iterable[float], scale: float = 100.0, digits: int = 1) -> str:
-    """'m ± s' of the finite values (sample std; a lone value alone; '–' for none), times `scale`."""
-    v = [scale * float(x) for x in xs if x is not None and math.isfinite(float(x))]
-    if not v:
-        return "–"
-    m = f"{statistics.mean(v):.{digits}f}"
-    return f"{m} ± {statistics.stdev(v):.{digits}f}" if len(v) > 1 else m
+CELL_SEP = "<br>"  # a table cell's interval goes on a second line: narrow columns on a rendered page
+
+
+def mean_std(xs: Iterable[float], scale: float = 100.0, digits: int = 1, sep: str = " ") -> str:
+    """'m ± s [lo, hi]' of the finite values: sample std and 95% t interval for the mean (a lone value alone; '–' for
+    none), times `scale`."""
+    return fmt(interval(xs), scale, digits, sep=sep)
 
 
 def markdown(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -123,15 +130,58 @@ def markdown(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def grid(df: Any, row: str, col: str, metric: str, row_fmt: Callable[[Any], str] = str,
-         cols: Sequence[Any] | None = None, scale: float = 100.0, digits: int = 1) -> str:
-    """Markdown table of `metric` (mean ± std over the rows sharing a cell) with `row` values down (largest first)
-    and `col` values across."""
+         cols: Sequence[Any] | None = None, scale: float = 100.0, digits: int = 1, sep: str = CELL_SEP) -> str:
+    """Markdown table of `metric` (mean ± std, then the 95% interval for the mean after `sep`, over the rows sharing a
+    cell) with `row` values down (largest first) and `col` values across."""
     cols = list(cols) if cols is not None else list(dict.fromkeys(df[col]))
     out = []
-    for r in sorted(set(df[row]), key=lambda x: (-x) if isinstance(x, (int, float)) else str(x)):
+    for r in _row_values(df, row):
         sub = df[df[row] == r]
-        out.append([row_fmt(r), *(mean_std(sub[sub[col] == c][metric], scale, digits) for c in cols)])
+        out.append([row_fmt(r), *(mean_std(sub[sub[col] == c][metric], scale, digits, sep) for c in cols)])
     return markdown([row, *map(str, cols)], out)
+
+
+def _row_values(df: Any, row: str) -> list[Any]:
+    """A table's row values: numbers largest first (densest), others in text order."""
+    return sorted(set(df[row]), key=lambda x: (-x) if isinstance(x, (int, float)) else str(x))
+
+
+def by_key(df: Any, metric: str, on: str = "seed") -> dict[Any, float]:
+    """`metric` of each row keyed by its `on` value (a seed), refusing two rows with one key (nothing to pair)."""
+    dup = sorted({str(k) for k in df[on][df[on].duplicated()]})
+    if dup:
+        raise ValueError(f"more than one row per {on} ({', '.join(dup)}) in a cell to pair: split the rows further")
+    return dict(zip(df[on], df[metric]))
+
+
+def paired_cell(a: Any, b: Any, metric: str, on: str = "seed", direction: int | None = None, scale: float = 100.0,
+                digits: int = 1, sep: str = CELL_SEP) -> str:
+    """The rows `a` minus the rows `b` paired by `on` (seed): '+m ± s', the 95% interval after `sep`, and with a
+    `direction` (+1: a > b expected, −1: a < b) the verdict after another `sep`; '–' when no seed is shared."""
+    ka, kb = by_key(a, metric, on), by_key(b, metric, on)
+    if not set(ka) & set(kb):
+        return "–"
+    diff = paired(ka, kb)
+    cell = fmt(diff, scale, digits, sign=True, sep=sep)
+    return cell if direction is None else f"{cell}{sep}{verdict(diff, direction)}"
+
+
+def paired_grid(df: Any, row: str, col: str, metric: str, control: Any, direction: int | Mapping[Any, int] = 1,
+                on: str = "seed", row_fmt: Callable[[Any], str] = str, cols: Sequence[Any] | None = None,
+                scale: float = 100.0, digits: int = 1, sep: str = CELL_SEP) -> str:
+    """Markdown table of each `col` value minus `control` in `metric`, paired by `on` (seed) within each `row` value:
+    the mean difference ± std, its 95% interval and the verdict ("agree" only where the interval excludes 0 on the
+    side of `direction`: +1 when the column is expected above the control, −1 below; a mapping gives it per column,
+    no verdict for a column it leaves out)."""
+    cols = [c for c in (list(cols) if cols is not None else list(dict.fromkeys(df[col]))) if c != control]
+    dirs = direction if isinstance(direction, Mapping) else dict.fromkeys(cols, direction)
+    out = []
+    for r in _row_values(df, row):
+        sub = df[df[row] == r]
+        ref = sub[sub[col] == control]
+        out.append([row_fmt(r), *(paired_cell(sub[sub[col] == c], ref, metric, on, dirs.get(c), scale, digits, sep)
+                                  for c in cols)])
+    return markdown([row, *(f"{c} − {control}" for c in cols)], out)
 
 
 # ----- figures
@@ -289,7 +339,8 @@ def plot_vs_density(ax: Any, df: Any, metric: str, by: str | Sequence[str] | Non
 METRIC_LABELS = {"test_acc": "test accuracy", "val_acc": "validation accuracy",
                  "early_stop_test_acc": "test accuracy at early stop", "early_stop_val_acc":
                  "validation accuracy at early stop", "test_loss": "test loss", "val_loss": "validation loss",
-                 "early_stop_step": "early-stop step (iterations)", "train_steps": "training steps"}
+                 "early_stop_step": "early-stop step (iterations)", "train_steps": "training steps",
+                 **{by_rule_fields(n)[1]: f"test accuracy at the {EARLY_STOP_RULES[n].words}" for n in EARLY_STOP_RULES}}
 
 
 def metric_label(metric: str, scale: float = 1.0) -> str:
@@ -325,21 +376,43 @@ def plot_layer_density(df: Any, lineage: str | None = None, ax: Any = None) -> A
     return ax
 
 
-def density_report(df: Any, by: str, order: Sequence[Any], title: str,
-                   density_rows: str = "density %") -> tuple[str, Any]:
+def early_stop_rule(df: Any) -> str | None:
+    """The early-stop rule of the rows (`trainer.early_stop_metric`; rows written before it: val_loss), None when the
+    rows mix rules."""
+    rules = set(df["early_stop_metric"].fillna(DEFAULT_RULE)) if "early_stop_metric" in df else {DEFAULT_RULE}
+    return rules.pop() if len(rules) == 1 else None
+
+
+def early_stop_words(df: Any) -> str:
+    """The rows' early-stop rule in words ("lowest validation loss"), or that each lineage's own rule applies."""
+    rule = early_stop_rule(df)
+    return EARLY_STOP_RULES[rule].words if rule in EARLY_STOP_RULES else "each lineage's trainer.early_stop_metric"
+
+
+def density_report(df: Any, by: str, order: Sequence[Any], title: str, density_rows: str = "density %",
+                   control: Any = None, direction: int | Mapping[Any, int] = 1) -> tuple[str, Any]:
     """The report of variants along a pruning trajectory: end-of-training and early-stop test accuracy tables
-    (density rows × `by` columns, mean ± std over seeds), the early-stop step, and a 3-panel figure."""
+    (density rows × `by` columns, mean ± std and 95% interval over seeds; early stop under the rows' rule and under
+    every other rule the records carry), the early-stop step, with a `control` (a `by` value) each variant minus it
+    paired by seed with its verdict (`paired_grid`), and a 3-panel figure."""
     df = df.copy()
     df[density_rows] = (100 * df["density"]).round(1)
     pct = lambda d: f"{d:.1f}"
-    body = "\n\n".join([
-        "### Test accuracy at the end of training (%)",
-        grid(df, density_rows, by, "test_acc", pct, order),
-        "### Test accuracy at the early-stop step (minimum validation loss) (%)",
-        grid(df, density_rows, by, "early_stop_test_acc", pct, order),
-        "### Early-stop step",
-        grid(df, density_rows, by, "early_stop_step", pct, order, scale=1, digits=0),
-    ])
+    rule = early_stop_rule(df)
+    parts = ["### Test accuracy at the end of training (%)", grid(df, density_rows, by, "test_acc", pct, order),
+             f"### Test accuracy at the early-stop step ({early_stop_words(df)}) (%)",
+             grid(df, density_rows, by, "early_stop_test_acc", pct, order)]
+    for name in EARLY_STOP_RULES:
+        acc = by_rule_fields(name)[1]
+        if name != rule and acc in df and df[acc].notna().any():
+            parts += [f"### Test accuracy at the {EARLY_STOP_RULES[name].words} (%)",
+                      grid(df, density_rows, by, acc, pct, order)]
+    parts += ["### Early-stop step", grid(df, density_rows, by, "early_stop_step", pct, order, scale=1, digits=0)]
+    if control is not None:
+        for metric, when in (("test_acc", "end of training"), ("early_stop_test_acc", "early-stop step")):
+            parts += [(f"### Minus {control} at the same density, paired by seed ({when}, percentage points; "
+                       "agree: the 95% interval excludes 0 in the expected direction)"),
+                      paired_grid(df, density_rows, by, metric, control, direction, row_fmt=pct, cols=order)]
     fig, axes = subplots(3, width=4.6)
     for ax, metric, label in ((axes[0], "test_acc", "test accuracy, end of training (%)"),
                               (axes[1], "early_stop_test_acc", "test accuracy at early stop (%)"),
@@ -348,7 +421,7 @@ def density_report(df: Any, by: str, order: Sequence[Any], title: str,
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{title} (mean ± std over seeds)")
-    return body, fig
+    return "\n\n".join(parts), fig
 
 
 # ----- gradual pruning
@@ -408,22 +481,28 @@ def _seeds(df: Any, by: Sequence[str]) -> str:
 
 def plot_all(path: str | os.PathLike, out: str | os.PathLike, formats: Sequence[str] = ("png",)) -> list[Path]:
     """Accuracy vs density, early-stop accuracy and step vs density (one line per group of `group_columns`, mean ±
-    std over seeds), and a per-layer density figure per lineage (`layer_density/<lineage>.<fmt>`); with gradual runs,
-    their density against the training step (`density_vs_step.<fmt>`)."""
+    std over seeds; early stop under the lineages' rule, and the test accuracy under every other rule the records
+    carry: `early_stop_by_<rule>_acc_vs_density`), and a per-layer density figure per lineage
+    (`layer_density/<lineage>.<fmt>`); with gradual runs, their density against the training step
+    (`density_vs_step.<fmt>`)."""
     df = load(path)
     if df.empty:
         raise ValueError(f"no finished rounds at {path}")
     out = Path(out)
     where = Path(path).resolve().name
     band = f"mean ± std over {_seeds(df, group_columns(df))}"
+    rule, words = early_stop_rule(df), early_stop_words(df)
     figures = {"accuracy_vs_density": (TEST_ACC, 100, "Test accuracy at the end of training"),
-               "early_stop_acc_vs_density": (EARLY_STOP_TEST_ACC, 100, "Test accuracy at the early-stop step"),
-               "early_stop_step_vs_density": (EARLY_STOP_STEP, 1, "Early-stop step (minimum validation loss)")}
+               "early_stop_acc_vs_density": (EARLY_STOP_TEST_ACC, 100, f"Test accuracy at the early-stop step ({words})"),
+               "early_stop_step_vs_density": (EARLY_STOP_STEP, 1, f"Early-stop step ({words})"),
+               **{f"early_stop_by_{name}_acc_vs_density": (by_rule_fields(name)[1], 100,
+                                                          f"Test accuracy at the {EARLY_STOP_RULES[name].words}")
+                  for name in EARLY_STOP_RULES if name != rule}}
     written = []
 
     def save(fig: Any, stem: Path) -> None:
-        for i, fmt in enumerate(formats):
-            written.append(save_figure(fig, stem.with_name(f"{stem.name}.{fmt}"), dpi=120,
+        for i, ext in enumerate(formats):
+            written.append(save_figure(fig, stem.with_name(f"{stem.name}.{ext}"), dpi=120,
                                        close=i == len(formats) - 1))
 
     for name, (metric, scale, title) in figures.items():

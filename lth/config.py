@@ -106,12 +106,14 @@ class PruningConfig:
     biases: bool = False
     seed: int | None = None  # for the random criterion; None: the lineage seed
     granularity: Granularity = Granularity.weight  # neuron: whole rows of Linear / filters of Conv (lth.structured)
-    structured_norm: str = "l1"  # granularity=neuron: unit score, l1 | l2 | random (norm of its kept weights)
+    structured_norm: str = "l1"  # granularity=neuron: channel score over its group, l1 | l2 | random | scale (BN |γ|)
+    max_group_ratio: float | None = None  # granularity=neuron: most of a group's channels ever removed (None: no cap)
     # pruning at initialisation (lth.kinds.at_init): prune to target_density before round 0's training, then train
     at_init: bool = False
     init_batches: int = 1  # training batches snip / grasp score on
     grasp_temperature: float = 200.0  # grasp: logits divided by this (the authors' 200)
     synflow_iterations: int = 100  # synflow: scoring-and-pruning iterations on the exponential schedule
+    synflow_biases: bool = True  # synflow: biases (and BN shifts) carry flow, as the authors' code; False: weights only
     allow_collapse: bool = False  # a mask with an empty layer or no input-output path: record it and go on
 
 
@@ -149,6 +151,8 @@ class GradualConfig:
 class TrainerConfig:
     max_steps: int = 1000
     eval_every: int = 100  # evaluate val + test every this many steps (LTH's early-stop check)
+    # which evaluation is the round's early-stop point: lowest val_loss (LTH's) or highest val_acc (lth.early_stop)
+    early_stop_metric: str = "val_loss"
     checkpoint_every: int = 200  # write round_XX/checkpoints/last.ckpt every this many steps (0: never)
     log_every_n_steps: int = 50
     accelerator: str = "cpu"

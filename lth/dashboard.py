@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lth.early_stop import EARLY_STOP_RULES, by_rule_fields
 from lth.metrics import (
     COMPRESSION,
     CURVE_STEP,
@@ -36,8 +37,11 @@ X_AXES = {  # the ticket plots' x axis: W&B line plots cannot reverse an axis; c
     COMPRESSION: "compression = 1 / density (log): 1 = dense, 10 = 10% of weights remaining",
     DENSITY: "density: fraction of weights remaining (log)",
 }
-TITLES = {TEST_ACC: "test accuracy, end of training", EARLY_STOP_TEST_ACC: "test accuracy at the early-stop step",
-          EARLY_STOP_STEP: "early-stop step (minimum validation loss)"}
+TITLES = {TEST_ACC: "test accuracy, end of training",
+          EARLY_STOP_TEST_ACC: "test accuracy at the early-stop step (trainer.early_stop_metric)",
+          EARLY_STOP_STEP: "early-stop step (trainer.early_stop_metric)",
+          **{by_rule_fields(name)[1]: f"test accuracy at the {EARLY_STOP_RULES[name].words}"
+             for name in EARLY_STOP_RULES}}
 LAYER_DENSITY_REGEX = f"^{layer_density_key('')}.*"
 RUN_GROUP = "Group"  # W&B's run group (the experiment name): the one line of a group whose lineages differ by seed only
 MAX_RUNS = 200  # runs drawn per plot (W&B's default, 10, would drop most of a sweep)
@@ -84,7 +88,7 @@ def workspace(entity: str, project: str, layout: Layout) -> Any:
         raise DashboardError(f"x axis must be one of {', '.join(X_AXES)}, got {layout.x!r}")
     mean = {"aggregate": True, "groupby_aggfunc": "mean", "groupby_rangefunc": "stddev"}
     tickets = [_line(layout.x, m, f"{TITLES[m]} vs weights remaining (mean ± std over seeds)", **mean)
-               for m in TICKET_METRICS]
+               for m in (*TICKET_METRICS, *(by_rule_fields(name)[1] for name in EARLY_STOP_RULES))]
     training = [_line(CURVE_STEP, c, f"{c} (all rounds, cumulative steps)", log_x=False) for c in CURVES]
     masks = [_line(ROUND, DENSITY, "density per round", log_x=False, log_y=True),
              wr.LinePlot(title="per-layer density per round", x=ROUND, metric_regex=LAYER_DENSITY_REGEX, log_y=True,

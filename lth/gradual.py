@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor
 
 from lth.config import GradualConfig, Scope, choices
+from lth.early_stop import DEFAULT_RULE, EARLY_STOP_RULES
 from lth.lit import MaskingCallback
 from lth.masks import MaskManager
 from lth.pruning.criteria import score
@@ -207,7 +207,7 @@ class GradualPruning(pl.Callback):
         self.entries = [dict(e) for e in state_dict.get("log", [])]
 
 
-def early_stop_after(history: list[dict[str, float]], step: int) -> dict[str, float]:
-    """The evaluation with the lowest validation loss among those after `step` (ties: earliest); {} if none."""
-    finite = [h for h in history if h["step"] > step and math.isfinite(h.get("val_loss", math.nan))]
-    return min(finite, key=lambda h: (h["val_loss"], h["step"])) if finite else {}
+def early_stop_after(history: list[dict[str, float]], step: int, metric: str = DEFAULT_RULE) -> dict[str, float]:
+    """The early-stop evaluation under rule `metric` (default: lowest validation loss) among those after `step` (ties:
+    earliest); {} if none."""
+    return EARLY_STOP_RULES[metric].best(history, after=step)

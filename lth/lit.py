@@ -21,6 +21,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lth.early_stop import DEFAULT_RULE, EARLY_STOP_RULES
 from lth.masks import MaskManager
 from lth.metrics import TRAIN_ACC, TRAIN_LOSS, curve
 from lth.preempt import AGREE_EVERY, StopSignals
@@ -176,12 +177,9 @@ class TicketModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("lth_history", []))
 
-    def early_stop(self) -> dict[str, float]:
-        """The evaluation with the lowest validation loss (LTH's early-stop criterion); ties → earliest step."""
-        finite = [h for h in self.history if math.isfinite(h.get("val_loss", math.nan))]
-        if not finite:
-            return {}
-        return min(finite, key=lambda h: (h["val_loss"], h["step"]))
+    def early_stop(self, metric: str = DEFAULT_RULE) -> dict[str, float]:
+        """The early-stop evaluation under rule `metric` (default: lowest validation loss, LTH's); ties → earliest."""
+        return EARLY_STOP_RULES[metric].best(self.history)
 
 
 def leaf_loaders(loaders: Any) -> list[Any]:
@@ -456,7 +454,7 @@ class ProgressCallback(pl.Callback):
 
 
 def _duration(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 

@@ -27,6 +27,11 @@ ROUND_METRICS = (
     EARLY_STOP_STEP,
     EARLY_STOP_TEST_ACC,
     "early_stop_val_loss",
+    # the early-stop point under each rule (lth.early_stop), whichever trainer.early_stop_metric chose
+    "early_stop_by_val_loss_step",
+    "early_stop_by_val_loss_test_acc",
+    "early_stop_by_val_acc_step",
+    "early_stop_by_val_acc_test_acc",
     "train_steps",
     "wall_seconds",
     # train.distill (lth.distill): the teacher's test accuracy, the student's top-1 agreement and KL to it

@@ -28,7 +28,7 @@ class Plan:
     layer_fractions: dict[str, float]  # prunable → its own fraction, for the layers the overrides match
     rewind_step: int  # θk's step (0: rewind to θ0)
     reset_seed: int  # ticket.reset_seed, or the lineage seed + 1
-    layout: Any  # lth.structured.UnitLayout under neuron granularity, else None
+    layout: Any  # lth.structured.GroupLayout under neuron granularity, else None
     world: int  # processes of the launch
     writer: bool  # whether this process writes the run folder
     example: Tensor  # one input example (FLOPs, unit layout, scratch inits)
@@ -43,8 +43,9 @@ class Plan:
             if self.biases:  # a layer's weight and bias are one pool: counted under the weight's name
                 counts = {g[0]: sum(counts[n] for n in g) for g in layer_groups(manager.names).values()}
             return counts, self.overrides, "weight"
-        counts = {n: manager.masks[n].shape[0] for n in self.layout.removable}
-        return counts, {re.escape(n): f for n, f in self.layer_fractions.items() if n in counts}, "unit"
+        counts = {g.name: g.size for g in self.layout.groups}  # an override naming any producer sets its group's
+        return counts, {re.escape(self.layout.of[n]): f for n, f in self.layer_fractions.items()
+                        if n in self.layout.of}, "unit"
 
 
 def rewind_step(cfg: Config, steps_per_epoch: int) -> int:
@@ -76,10 +77,13 @@ def make_plan(cfg: Config, data: Any, model: nn.Module, manager: MaskManager) ->
     example = torch.zeros(1, *data.input_shape)
     layout = None
     if getattr(p.granularity, "value", p.granularity) == "neuron":
-        layout = structured.unit_layout(model, example, manager.names)
-        if not layout.removable:
+        layout = structured.dependency_groups(model, example, manager.names)
+        if not layout.groups:
             why = "; ".join(f"{n}: {reason}" for n, reason in layout.refused.items())
             raise ValueError(f"pruning.granularity=neuron: no layer of model '{cfg.model.name}' can lose units ({why})")
+        from lth.pruning.structured import check_groups
+
+        check_groups(p.structured_norm, layout, model.state_dict(), manager.names, overrides)
     return Plan(
         fraction=fraction, overrides=overrides, layer_fractions=matched, rewind_step=step,
         reset_seed=cfg.ticket.reset_seed if cfg.ticket.reset_seed is not None else cfg.seed + 1, layout=layout,

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from lth import masks as masks_io
 from lth.config import EXTENDING_KEYS, NON_SEMANTIC_KEYS, canonical_config
+from lth.early_stop import DEFAULT_RULE, early_stop_fields
 from lth.flat import flatten
 from lth.io import atomic_torch_save, atomic_write_text, read_jsonl, remove_stale_temp_files, write_jsonl
 
@@ -44,10 +45,17 @@ class RoundRecord(Mapping):
     test_loss: float | None = None
     val_acc: float | None = None
     val_loss: float | None = None
-    early_stop_step: int | None = None  # the evaluation with the lowest validation loss
+    # the early-stop evaluation under trainer.early_stop_metric (lth.early_stop; records without it: val_loss)
+    early_stop_step: int | None = None
     early_stop_test_acc: float | None = None
     early_stop_val_loss: float | None = None
     early_stop_val_acc: float | None = None
+    early_stop_metric: str | None = None
+    # under each rule, whichever was chosen: lowest validation loss, highest validation accuracy
+    early_stop_by_val_loss_step: int | None = None
+    early_stop_by_val_loss_test_acc: float | None = None
+    early_stop_by_val_acc_step: int | None = None
+    early_stop_by_val_acc_test_acc: float | None = None
     train_steps: int | None = None
     wall_seconds: float | None = None
     criterion: str | None = None
@@ -89,7 +97,7 @@ class RoundRecord(Mapping):
     @functools.cached_property
     def _flat(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "record_version")}
-        out = {k: v for k, v in out.items() if v is not None or k not in _OPTIONAL_COUNTS}
+        out = {k: v for k, v in out.items() if v is not None or k not in _OPTIONAL_FIELDS}
         out.update(self.extra)
         if self.record_version > 1:
             out["record_version"] = self.record_version
@@ -110,6 +118,9 @@ class RoundRecord(Mapping):
 
 
 _OPTIONAL_COUNTS = ("flops_dense", "flops_nonzero", "params_dense", "params_nonzero")
+# fields left out while None, so that a record written before they existed reads and rewrites unchanged
+_OPTIONAL_FIELDS = (*_OPTIONAL_COUNTS, "early_stop_metric", "early_stop_by_val_loss_step",
+                    "early_stop_by_val_loss_test_acc", "early_stop_by_val_acc_step", "early_stop_by_val_acc_test_acc")
 
 
 def _json_safe(obj: Any) -> Any:
@@ -403,15 +414,16 @@ def checkpoint_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
 
 
-def measured(r: int, module: Any, manager: Any, steps: int, seconds: float) -> dict[str, Any]:
-    """The measured fields of round `r`: densities, the last and the early-stop evaluations (lowest validation loss),
-    steps, time and status (a non-finite loss is recorded, logged and warned about)."""
-    last, best = (module.history[-1] if module.history else {}), module.early_stop()
+def measured(r: int, module: Any, manager: Any, steps: int, seconds: float,
+             early_stop_metric: str = DEFAULT_RULE) -> dict[str, Any]:
+    """The measured fields of round `r`: densities, the last and the early-stop evaluations (under the chosen rule
+    and under every rule: lth.early_stop), steps, time and status (a non-finite loss is recorded, logged and warned
+    about)."""
+    last = module.history[-1] if module.history else {}
     values: dict[str, Any] = {
         "round": r, "density": manager.density(), "layer_density": manager.layer_density(),
         **{k: last.get(k) for k in ("test_acc", "test_loss", "val_acc", "val_loss")},
-        "early_stop_step": best.get("step"),
-        **{f"early_stop_{k}": best.get(k) for k in ("test_acc", "val_loss", "val_acc")},
+        **early_stop_fields(module.history, early_stop_metric),
         "train_steps": steps, "wall_seconds": round(seconds, 3), "status": "ok",
     }
     if module.nonfinite_step is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from lth.lit import (
     FaultCallback,
     LastCheckpoint,
     MaskingCallback,
+    OptimizerFactory,
     ProgressCallback,
     ResumableCSVLogger,
     ResumableTrainAccuracy,
@@ -39,6 +41,16 @@ from lth.preempt import Interrupted, StopSignals, hand_over
 from lth.record import ConsoleSink, RoundRecord, RoundSink, RunFolder, checkpoint_step, measured
 from lth.reset import RESETS, Budget, ResetInputs
 from lth.seeds import derive_seed
+
+
+@dataclass(frozen=True)
+class RoundSchedule:
+    """A round's training: its steps, optimizer and lr-scheduler factories, and the schedule's global start step."""
+
+    steps: int
+    optimizer: OptimizerFactory
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None
+    start: int = 0
 
 
 class Lineage:
@@ -66,6 +78,7 @@ class Lineage:
         self.console: ConsoleSink | None = next((s for s in sinks if isinstance(s, ConsoleSink)), None)
         self.stop = StopSignals()  # a signal during `run`: stop at the next step with a checkpoint (lth.preempt)
         self.rounds_run = 0  # rounds trained or evaluated by this invocation
+        self.round_schedule: RoundSchedule | None = None  # the training round's, set before its callbacks are built
         self.folder = RunFolder(out_dir, sinks, writer=writer)
         self.defaults = config_dict(Config())  # options added since an existing run was written compare as defaults
         self.folder.check_config(self.config, self.defaults)  # another run's folder is refused before anything is built
@@ -128,7 +141,7 @@ class Lineage:
         gen = torch.Generator().manual_seed(derive_seed(p.seed if p.seed is not None else self.cfg.seed, "criterion", r))
         w_init = {n: v.cpu() for n, v in self.manager.weights("init").items()} if plan.layout is None else {}
         return agree(prune_step(r, p, plan.fraction, plan.overrides, plan.layout, masks, w_init,
-                                {n: trained[n] for n in self.manager.names}, gen))
+                                {n: trained[n] for n in self.manager.names}, gen, state=trained))
 
     def reset(self, r: int, masks: dict[str, Tensor], trained: Mapping[str, Tensor] | None, name: str) -> None:
         """Set masks and weights for round `r` under reset strategy `name` (from round r−1's `trained` state)."""
@@ -136,31 +149,43 @@ class Lineage:
             model=self.model, manager=self.manager, masks=masks, trained=trained, tag=self.source_tag(),
             seed=self.plan.reset_seed, r=r, example=self.plan.example, compacted=self.plan.layout is not None))
 
+    def schedule(self, masks: Mapping[str, Tensor], reset: str | None = None) -> RoundSchedule:
+        """How long a round under `masks` prepared by `reset` trains, and its optimizer and lr schedule (None: the
+        dense round's)."""
+        cfg, tk = self.cfg, self.cfg.ticket
+        optimizer, scheduler = optimizer_factory(self.plan.optimizer), scheduler_factory(cfg.scheduler)
+        if reset is None:
+            return RoundSchedule(cfg.trainer.max_steps, optimizer, scheduler)
+        strategy = RESETS[reset]
+        pruned = structured.flops(self.model, self.data.input_shape, masks)["flops_nonzero"]
+        budget = Budget(cfg.trainer.max_steps, self.plan.flops_dense, pruned, tk.scratch_cap, tk.finetune_steps,
+                        self.plan.rewind_step, self.source_tag() == "rewind", tk.rewind_schedule == "resume")
+        window = strategy.window(budget)
+        optimizer, scheduler = windowed(strategy.optimizer(optimizer, tk.finetune_lr), scheduler, window.start,
+                                        window.hold)
+        return RoundSchedule(strategy.steps(budget), optimizer, scheduler, window.start)
+
+    def continuation(self, k: int) -> RoundSchedule:
+        """The dense round's training after its step `k`: the remaining max_steps − k steps, lr schedule from k."""
+        optimizer, scheduler = windowed(optimizer_factory(self.plan.optimizer), scheduler_factory(self.cfg.scheduler),
+                                        k)
+        return RoundSchedule(self.cfg.trainer.max_steps - k, optimizer, scheduler, k)
+
     def train_round(self, r: int, masks: dict[str, Tensor], reset: str | None = None,
                     fields: Mapping[str, Any] | None = None) -> RoundRecord:
         """Train the current model under `masks` as round `r` (prepared by `reset`), then write its files and record."""
-        cfg, folder, t = self.cfg, self.folder, self.cfg.trainer
+        folder, t = self.folder, self.cfg.trainer
         self.stop.check(r)
         fields = {**self.collapse_fields(r, masks), **(fields or {})}
         self.rounds_run += 1
         folder.save_mask(r, masks)
         start = time.perf_counter()
-        strategy = RESETS[reset] if reset is not None else None
-        tk = cfg.ticket
-        optimizer, scheduler = optimizer_factory(self.plan.optimizer), scheduler_factory(cfg.scheduler)
-        steps = t.max_steps
-        if strategy is not None:
-            pruned = structured.flops(self.model, self.data.input_shape, masks)["flops_nonzero"]
-            budget = Budget(t.max_steps, self.plan.flops_dense, pruned, tk.scratch_cap, tk.finetune_steps,
-                            self.plan.rewind_step, self.source_tag() == "rewind", tk.rewind_schedule == "resume")
-            steps = strategy.steps(budget)
-            window = strategy.window(budget)
-            optimizer, scheduler = windowed(strategy.optimizer(optimizer, tk.finetune_lr), scheduler, window.start,
-                                            window.hold)
-            if window.start:  # the round's steps count from its own start; the schedule's global step is start + step
-                fields = {"schedule_start": window.start, **(fields or {})}
+        self.round_schedule = sched = self.schedule(masks, reset)
+        steps = sched.steps
+        if sched.start:  # the round's steps count from its own start; the schedule's global step is start + step
+            fields = {"schedule_start": sched.start, **(fields or {})}
         objective = self.distiller.objective(self.kind.parent(self), masks) if self.distiller else None
-        module = TicketModule(self.model, optimizer, self.data.num_classes, scheduler, objective)
+        module = TicketModule(self.model, sched.optimizer, self.data.num_classes, sched.scheduler, objective)
         self.module = module  # the round's evaluations, for the kind's record_fields
         ckpt = folder.resume_point(r, self.model.state_dict(), self.manager.names)
         resume_step = checkpoint_step(ckpt) if ckpt is not None else None
@@ -241,7 +266,7 @@ class Lineage:
                fields: Mapping[str, Any] | None = None) -> RoundRecord:
         """Round `r`'s record from the module's evaluations; `fields` (the kind's) set or add fields."""
         cfg = self.cfg
-        values = {**measured(r, module, self.manager, steps, seconds), "criterion": cfg.pruning.criterion,
+        values = {**measured(r, module, self.manager, steps, seconds, cfg.trainer.early_stop_metric), "criterion": cfg.pruning.criterion,
                   "reset": "none", "fraction": self.plan.fraction, "scope": _value(cfg.pruning.scope),
                   "seed": cfg.seed, "granularity": _value(cfg.pruning.granularity)}
         # FLOPs / params per example: dense, non-zero (and the compacted network's under neuron granularity)

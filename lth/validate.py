@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lth.config import BRANCH_DEFAULTS, REWIND_SCHEDULES, Config
+from lth.early_stop import EARLY_STOP_RULES
 
 
 def _in_open_unit(name: str, x: float) -> None:
@@ -61,6 +62,8 @@ def _validate_values(cfg: Config) -> None:
         raise ValueError(
             f"ticket.rewind_step={tk.rewind_step} must be smaller than the round's length trainer.max_steps={t.max_steps}"
         )
+    if t.early_stop_metric not in EARLY_STOP_RULES:
+        raise ValueError(f"trainer.early_stop_metric: {EARLY_STOP_RULES.unknown(t.early_stop_metric)}")
     if tk.rewind_schedule not in REWIND_SCHEDULES:
         raise ValueError(f"ticket.rewind_schedule={tk.rewind_schedule!r} is not one of: {', '.join(REWIND_SCHEDULES)}")
     _validate_branch(cfg.branch)
@@ -93,7 +96,7 @@ def _validate_at_init(cfg: Config) -> None:
 
 
 def _validate_structured(cfg: Config) -> None:
-    from lth.pruning import NEURON_NORMS
+    from lth.pruning import GROUP_NORMS
 
     p, tk = cfg.pruning, cfg.ticket
     if p.biases:
@@ -104,12 +107,18 @@ def _validate_structured(cfg: Config) -> None:
         if other:
             raise ValueError(f"pruning.biases=true ranks each layer's bias with its weights in iterative pruning and "
                              f"its branches; it does not apply with {other[0]}: set pruning.biases=false")
+    if p.max_group_ratio is not None and not 0.0 < p.max_group_ratio <= 1.0:
+        raise ValueError(f"pruning.max_group_ratio must be in (0, 1] (the most of a group's channels ever removed) or "
+                         f"null, got {p.max_group_ratio}")
+    if p.max_group_ratio is not None and getattr(p.granularity, "value", p.granularity) != "neuron":
+        raise ValueError("pruning.max_group_ratio caps the channels a dependency group loses; it needs "
+                         "pruning.granularity=neuron")
     if getattr(p.granularity, "value", p.granularity) == "neuron":
-        if p.structured_norm not in NEURON_NORMS:
-            raise ValueError(f"pruning.structured_norm: {NEURON_NORMS.unknown(p.structured_norm)}")
+        if p.structured_norm not in GROUP_NORMS:
+            raise ValueError(f"pruning.structured_norm: {GROUP_NORMS.unknown(p.structured_norm)}")
         if p.criterion != "large_final":
             raise ValueError(f"pruning.criterion={p.criterion} is not used with pruning.granularity=neuron; choose the "
-                             f"unit score with pruning.structured_norm ({', '.join(NEURON_NORMS.names())})")
+                             f"unit score with pruning.structured_norm ({', '.join(GROUP_NORMS.names())})")
         if p.output_fraction is not None:
             raise ValueError("pruning.output_fraction: with pruning.granularity=neuron the output layer's units are "
                              "never removed; drop it")

@@ -1,6 +1,6 @@
 """Knowledge distillation (Hinton et al. 2015) into lottery tickets and into compacted networks, on MNIST-1D.
 
-    python scripts/repro_distillation.py                 # 4 parts, 3 seeds, 60 lineages: ~50 min on 2 busy cores
+    python scripts/repro_distillation.py                 # 4 parts, 5 seeds, 100 lineages: ~80 min on 2 busy cores
     python scripts/repro_distillation.py --quick         # seconds: checks the pipeline, not the claim
 
 Every distilled round trains on α·T²·KL(p_teacher(T) ‖ p_student(T)) + (1 − α)·CE with `--alpha` (default 0.9) and
@@ -20,7 +20,7 @@ filters kept), fine-tuned after each (`ticket.reset=continue`, a quarter of the 
 the fine-tuning distilled, and the compacted network from a fresh init trained for scratch-B's budget (dense FLOPs,
 at most `--scratch-cap` × the dense steps) without and with distillation.
 (c) Temperature T ∈ `--temperatures` (default 1 2 4 8) for the 5% tickets (round 13).
-(d) An ensemble of the 3 seeds' dense networks as the teacher of the 5% tickets vs the single dense parent.
+(d) An ensemble of every seed's dense network (5 by default) as the teacher of the 5% tickets vs the single dense parent.
 
 Anchor (Hinton et al., MNIST): a 784-800-800-10 net makes 146 test errors trained alone and 74 distilled from a
 784-1200-1200-10 teacher (67 errors), T = 20. Writes docs/results/distillation.md (+ .png).
@@ -32,8 +32,8 @@ import argparse
 import math
 from pathlib import Path
 
-from lth.analysis import markdown, mean_std, plot_vs_density, subplots
-from lth.reproduce import Job, study_main
+from lth.analysis import CELL_SEP, markdown, mean_std, paired_cell, plot_vs_density, subplots
+from lth.reproduce import Job, study_main, unclean_rounds
 
 FRACTION = 1 - 10 ** -0.1  # 20 rounds reach 1%; rounds 7, 13, 17 hit 20%, 5%, 2% (to 0.3%)
 DENSITY_ROUNDS = (7, 13, 17, 20)
@@ -123,11 +123,7 @@ def _compacted_jobs(args: argparse.Namespace, out: Path, s: int) -> list[Job]:
 
 # ----------------------------------------------------------------------------------------------------------- report
 def report(df, args: argparse.Namespace):
-    parts = []
-    bad = df[df["status"] != "ok"]
-    if not bad.empty:
-        parts.append("**Not every round trained cleanly:** " + ", ".join(
-            f"{f} round {r}: {st}" for f, r, st in zip(bad["folder"], bad["round"], bad["status"])) + ".")
+    parts = unclean_rounds(df)
     df = df.copy()
     df["density %"] = (100 * df["density"]).round(2)
     fig, axes = subplots(4, width=5.0, height=3.6)
@@ -138,6 +134,7 @@ def report(df, args: argparse.Namespace):
         parts.append(f"Dense parents (round 0, the teachers of every part but (d)'s ensemble): test accuracy "
                      f"{mean_std(dense['test_acc'])} % (MNIST-1D MLP); the compacted part's dense CNNs: "
                      f"{mean_std(df[(df['part'] == 'b') & (df['round'] == 0)]['test_acc'])} %.")
+    parts.append(PAIRED_NOTE)
     parts += _tickets(a, args, axes[0])
     parts += _compacted(df[df["part"] == "b"], args, axes[1])
     parts += _temperatures(df, a, args, axes[2])
@@ -146,14 +143,25 @@ def report(df, args: argparse.Namespace):
     return "\n\n".join(parts), fig
 
 
+PAIRED_NOTE = ("Cells: mean ± std over seeds, then the 95% t interval for the mean; differences are paired by seed, "
+               "with \"agree\" where the interval excludes 0 in the direction Hinton et al. (distillation helps) or "
+               "the lottery-ticket hypothesis (the ticket beats its reinitialised control) expect, \"opposite\" "
+               "where it excludes 0 the other way, \"inconclusive\" otherwise.")
+
+
 def _acc_cell(sub, metric: str = "test_acc") -> str:
-    return mean_std(sub[metric])
+    return mean_std(sub[metric], sep=CELL_SEP)
 
 
-def _paired(x, y, metric: str = "test_acc") -> str:
-    """mean ± std over seeds of x − y (percentage points)."""
-    xs, ys = x.set_index("seed")[metric], y.set_index("seed")[metric]
-    return mean_std((xs - ys).dropna())
+def _paired(x, y, metric: str = "test_acc", direction: int | None = +1) -> str:
+    """x − y paired by seed (percentage points) with its interval, and the verdict for `direction` (None: none)."""
+    return paired_cell(x, y, metric, direction=direction)
+
+
+def _finish_panel(ax, title: str) -> None:
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
 
 
 def _tickets(a, args, ax) -> list[str]:
@@ -209,7 +217,7 @@ def _compacted(b, args, ax) -> list[str]:
                          _acc_cell(sub), _acc_cell(sub, "early_stop_test_acc"), _acc_cell(sub, "teacher_agreement")])
         cells = {v: at[at["variant"] == v] for v in COMPACTED}
         gaps.append([f"{kept:g}", _paired(cells[COMPACTED[3]], cells[COMPACTED[2]]),
-                     _paired(cells[COMPACTED[3]], cells["fine-tuned"]),
+                     _paired(cells[COMPACTED[3]], cells["fine-tuned"], direction=None),
                      _paired(cells[COMPACTED[1]], cells["fine-tuned"])])
     width = 0.2
     for i, v in enumerate(COMPACTED):
@@ -219,9 +227,7 @@ def _compacted(b, args, ax) -> list[str]:
     ax.set_xticks(range(len(set(b["round"]))), [f"{100 * 0.5 ** r:g}% filters kept" for r in sorted(set(b["round"]))])
     lo = b["test_acc"].min() * 100
     ax.set_ylim(max(0.0, lo - 5), None)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("(b) compacted CNN: distilled vs fine-tuned vs scratch-B")
-    ax.legend(fontsize=7)
+    _finish_panel(ax, "(b) compacted CNN: distilled vs fine-tuned vs scratch-B")
     return [
         "## (b) Compacted networks: distilled vs fine-tuned vs scratch-B",
         ("L1-norm filter pruning of the MNIST-1D CNN (50% of each conv's filters per round, the output layer kept), "
@@ -260,15 +266,13 @@ def _temperatures(df, a, args, ax) -> list[str]:
         ax.axhline(plain["test_acc"].mean() * 100, color="gray", linestyle="--", label="plain ticket")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("temperature T")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"(c) temperature, tickets at {plain['density'].mean() * 100:.1f}% density" if not plain.empty
-                 else "(c) temperature")
-    ax.legend(fontsize=7)
+    _finish_panel(ax, f"(c) temperature, tickets at {plain['density'].mean() * 100:.1f}% density" if not plain.empty
+                  else "(c) temperature")
     return [
         f"## (c) Temperature (tickets at {plain['density'].mean() * 100:.2f}% density)" if not plain.empty else
         "## (c) Temperature",
         ("The same mask and θ0, distilled at each T (α fixed); KL: the student's KL(p_teacher ‖ p_student) at T = 1 "
-         "on the test set (nats). Plain ticket: " + _acc_cell(plain) + " %."),
+         "on the test set (nats). Plain ticket: " + mean_std(plain["test_acc"]) + " %."),
         markdown(["T", "test acc. end (%)", "distilled − plain (pp)", "agreement (%)", "KL"], rows),
     ]
 
@@ -292,14 +296,12 @@ def _ensemble(df, a, args, ax) -> list[str]:
     ax.plot(range(3), teach, "k_", markersize=25, label="teacher's accuracy")
     ax.set_xticks(range(3), labels)
     ax.set_ylim(max(0.0, min(s["test_acc"].min() for s in subs) * 100 - 5), None)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("(d) ensemble teacher vs one")
-    ax.legend(fontsize=7)
+    _finish_panel(ax, "(d) ensemble teacher vs one")
     return [
         "## (d) An ensemble of dense teachers vs one",
         ("Tickets of part (c)'s density distilled from the average of the softened probabilities of the "
          f"{len(args.seeds)} seeds' dense networks (its own parent among them) vs from the parent alone "
-         f"(T = {args.temperature:g}). Plain ticket: {_acc_cell(plain)} %."),
+         f"(T = {args.temperature:g}). Plain ticket: {mean_std(plain['test_acc'])} %."),
         markdown(["teacher", "teacher test acc. (%)", "student test acc. (%)", "student − plain (pp)",
                   "agreement (%)"], rows),
     ]

@@ -106,7 +106,19 @@ class _DiskDataModule(TensorDataModule):
 
     folder: str = ""
     torchvision_class: str = ""
-    download: bool = False
+
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 60,
+        eval_batch_size: int = 1000,
+        val_size: int | None = None,
+        seed: int = 0,
+        num_train: int | None = None,
+        download: bool = False,
+    ) -> None:
+        super().__init__(root, batch_size, eval_batch_size, val_size, seed, num_train)
+        self.download = download
 
     def expected_files(self) -> list[str]:
         """File names expected in the folder."""
@@ -161,19 +173,6 @@ class _IdxDataModule(_DiskDataModule):
     input_shape = (1, 28, 28)
     num_classes = 10
     default_val_size = 5000
-
-    def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 60,
-        eval_batch_size: int = 1000,
-        val_size: int | None = None,
-        seed: int = 0,
-        num_train: int | None = None,
-        download: bool = False,
-    ) -> None:
-        super().__init__(root, batch_size, eval_batch_size, val_size, seed, num_train)
-        self.download = download
 
     def expected_files(self) -> list[str]:
         return [name for pair in IDX_FILES.values() for name in pair]
@@ -235,8 +234,7 @@ class CIFAR10(_DiskDataModule):
         download: bool = False,
         augment: bool = False,
     ) -> None:
-        super().__init__(root, batch_size, eval_batch_size, val_size, seed, num_train)
-        self.download = download
+        super().__init__(root, batch_size, eval_batch_size, val_size, seed, num_train, download)
         self.augment = augment
 
     def expected_files(self) -> list[str]:

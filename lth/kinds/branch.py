@@ -70,9 +70,9 @@ class BranchKind(Kind):
             if layout is None:
                 masks = random_masks_like(masks, seed)
             else:  # the same number of units per layer, at random units
-                from lth.pruning import random_neuron_masks_like
+                from lth.pruning import random_group_masks_like
 
-                masks = random_neuron_masks_like(masks, layout.removable, seed, layout.consumers)
+                masks = random_group_masks_like(masks, layout, seed)
         self.reset_name = cfg.ticket.reset
         self.sanity = cfg.branch.get("sanity")
         if self.sanity:

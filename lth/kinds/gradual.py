@@ -105,15 +105,13 @@ class GradualKind(Kind):
         return [self.pruning]
 
     def record_fields(self, lineage: Lineage, r: int) -> dict[str, Any]:
-        from lth.gradual import early_stop_after
+        from lth.early_stop import early_stop_fields
 
-        g = lineage.cfg.gradual
+        cfg = lineage.cfg
         # early stop among the evaluations at the final density: earlier ones measured a denser network
-        best = early_stop_after(lineage.module.history, self.pruning.schedule.end)
-        return {"kind": self.name, "fraction": None, "reset": "none", "target_density": g.final_density,
-                "early_stop_step": best.get("step"),
-                **{f"early_stop_{k}": best.get(k) for k in ("test_acc", "val_loss", "val_acc")},
-                "gradual_schedule": [dict(e) for e in self.pruning.entries]}
+        best = early_stop_fields(lineage.module.history, cfg.trainer.early_stop_metric, after=self.pruning.schedule.end)
+        return {"kind": self.name, "fraction": None, "reset": "none", "target_density": cfg.gradual.final_density,
+                **best, "gradual_schedule": [dict(e) for e in self.pruning.entries]}
 
     def after_round(self, lineage: Lineage, r: int) -> None:
         lineage.folder.save_mask(r, lineage.manager.masks)  # the final mask replaces the all-ones mask of the start

@@ -5,6 +5,7 @@ snapshots — measured by training two copies to the end of the round and interp
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -65,18 +66,17 @@ class InstabilityKind(Kind):
         lineage.stop.check(r)
         lineage.rounds_run += 1
         t0 = time.perf_counter()
-        k, max_steps = lineage.plan.rewind_step, cfg.trainer.max_steps
-        if self.source is None:
+        if self.source is None:  # the dense network's own training from θk (θ0)
             start, reset = self._dense_start(lineage), "none"
-            steps = max_steps - k
+            schedule = lineage.continuation(lineage.plan.rewind_step)
         else:
             trained = self.source.load_trained(r - 1) if r > 0 else manager.state("init")
             lineage.reset(r, self.masks, trained, cfg.ticket.reset)
             start, reset = {n: v.detach().cpu().clone() for n, v in lineage.model.state_dict().items()}, cfg.ticket.reset
-            steps = max_steps - k if r == 0 else max_steps
+            schedule = lineage.schedule(self.masks, reset)  # as a round of the source under this reset trains
             folder.save_snapshots(manager.state_dict())
         folder.save_mask(r, self.masks)
-        fields = measure_pair(lineage, r, start, self.masks, steps)
+        fields = measure_pair(lineage, r, start, self.masks, schedule)
         manager.set_masks(self.masks)
         folder.add(self._record(lineage, r, fields, reset, time.perf_counter() - t0))
 
@@ -91,8 +91,9 @@ class InstabilityKind(Kind):
             manager.load_state_dict(folder.load_snapshots())
         if not manager.has_snapshot("rewind"):
             cfg = lineage.cfg
+            first_k = replace(lineage.schedule(lineage.ones()), steps=k)
             state = train_from(lineage, folder.round_dir(0) / "stability" / "rewind_point", manager.state("init"),
-                               lineage.ones(), k, cfg.seed, derive_seed(cfg.seed, "train", 0), 0)
+                               lineage.ones(), first_k, cfg.seed, derive_seed(cfg.seed, "train", 0), 0)
             lineage.model.load_state_dict(state)
             manager.snapshot("rewind")
             folder.save_snapshots(manager.state_dict())

@@ -25,7 +25,7 @@ from lth.seeds import derive_seed
 from lth.stability import has_batchnorm, instabilities, interpolate
 
 if TYPE_CHECKING:
-    from lth.runner import Lineage
+    from lth.runner import Lineage, RoundSchedule
 
 COPIES = ("a", "b")
 PATH_FILE = "stability.jsonl"
@@ -63,9 +63,9 @@ def copy_dir(lineage: Lineage, r: int, name: str) -> Path:
     return lineage.folder.round_dir(r) / "stability" / f"copy_{name}"
 
 
-def train_from(lineage: Lineage, where: Path, start: Mapping[str, Tensor], masks: Mapping[str, Tensor], steps: int,
-               order_seed: int, torch_seed: int, r: int) -> dict[str, Tensor]:
-    """Train the model from `start` under `masks` for `steps` steps, data in the order of `order_seed`, into `where`
+def train_from(lineage: Lineage, where: Path, start: Mapping[str, Tensor], masks: Mapping[str, Tensor],
+               schedule: RoundSchedule, order_seed: int, torch_seed: int, r: int) -> dict[str, Tensor]:
+    """Train the model from `start` under `masks` on `schedule`, data in the order of `order_seed`, into `where`
     (`trained.pt`; resumes from `checkpoints/last.ckpt`, or returns a finished `trained.pt`); the trained state."""
     from lth.lit import (
         LastCheckpoint,
@@ -74,8 +74,6 @@ def train_from(lineage: Lineage, where: Path, start: Mapping[str, Tensor], masks
         RNGStateCallback,
         TicketModule,
         build_trainer,
-        optimizer_factory,
-        scheduler_factory,
     )
     from lth.loggers import quiet_third_party
 
@@ -86,11 +84,10 @@ def train_from(lineage: Lineage, where: Path, start: Mapping[str, Tensor], masks
     model.load_state_dict(dict(start))
     manager.set_masks(masks)
     data = with_order(lineage.data, order_seed)
-    module = TicketModule(model, optimizer_factory(lineage.plan.optimizer), data.num_classes,
-                          scheduler_factory(cfg.scheduler))
+    module = TicketModule(model, schedule.optimizer, data.num_classes, schedule.scheduler)
     last = LastCheckpoint(where / "checkpoints", cfg.trainer.checkpoint_every, lineage.stop, r)
     ckpt = last.path if last.path.exists() else None
-    trainer = build_trainer(cfg.trainer, steps, [ResumableTrainAccuracy(), MaskingCallback(manager),
+    trainer = build_trainer(cfg.trainer, schedule.steps, [ResumableTrainAccuracy(), MaskingCallback(manager),
                                                  RNGStateCallback(), last], [], where)
     torch.manual_seed(torch_seed)
     with quiet_third_party(), warnings.catch_warnings():
@@ -120,15 +117,16 @@ def path(lineage: Lineage, state_a: Mapping[str, Tensor], state_b: Mapping[str, 
 
 
 def measure_pair(lineage: Lineage, r: int, start: Mapping[str, Tensor], masks: Mapping[str, Tensor],
-                 steps: int) -> dict[str, Any]:
-    """Train round `r`'s two copies from `start` for `steps` steps and write their path; the record's fields
-    (`instability_test`, `instability_train`, the copies' seeds, steps, endpoint errors). The model is left at copy a."""
+                 schedule: RoundSchedule) -> dict[str, Any]:
+    """Train round `r`'s two copies from `start` on `schedule` and write their path; the record's fields
+    (`instability_test`, `instability_train`, the copies' seeds, steps, schedule start, endpoint errors). The model is
+    left at copy a."""
     t0 = time.perf_counter()
     seeds = copy_seeds(lineage.cfg.seed, r)
     start = {k: v.detach().cpu().clone() for k, v in start.items()}
     if lineage.console is not None:
-        lineage.console.say(f"round {r}: instability pair, {steps} steps per copy")
-    states = [train_from(lineage, copy_dir(lineage, r, name), start, masks, steps, seed, seed, r)
+        lineage.console.say(f"round {r}: instability pair, {schedule.steps} steps per copy")
+    states = [train_from(lineage, copy_dir(lineage, r, name), start, masks, schedule, seed, seed, r)
               for name, seed in zip(COPIES, seeds)]
     curve = path(lineage, states[0], states[1], masks)
     if lineage.folder.writer:
@@ -136,7 +134,8 @@ def measure_pair(lineage: Lineage, r: int, start: Mapping[str, Tensor], masks: M
     return {
         **instabilities(curve),
         "stability_seeds": list(seeds),
-        "stability_steps": steps,
+        "stability_steps": schedule.steps,
+        "stability_schedule_start": schedule.start,
         "stability_rewind_step": lineage.plan.rewind_step,
         "stability_alphas": len(curve),
         "pair_test_error": [curve[0]["test_error"], curve[-1]["test_error"]],
@@ -152,25 +151,28 @@ class EveryRound:
 
     def __init__(self) -> None:
         self.start: dict[str, Tensor] | None = None
+        self.schedule: RoundSchedule | None = None
 
     def remember_start(self, lineage: Lineage) -> None:
-        """Keep the round's starting weights (called once the reset has set them, before training)."""
+        """Keep the round's starting weights and schedule (called once the reset has set them, before training)."""
         self.start = {k: v.detach().cpu().clone() for k, v in lineage.model.state_dict().items()}
+        self.schedule = lineage.round_schedule
 
     def fields(self, lineage: Lineage, r: int) -> dict[str, Any]:
         """Round `r`'s instability fields; round 0 starts from θk (rewind point) when there is one, and trains the
-        remaining max_steps − k steps, as that round did after θk; later rounds train max_steps from their reset."""
-        cfg, manager, model = lineage.cfg, lineage.manager, lineage.model
+        rest of its schedule after θk (max_steps − k steps, lr from step k); later rounds train as the round did from
+        its reset."""
+        manager, model = lineage.manager, lineage.model
         trained = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         masks = {n: m.detach().cpu().clone() for n, m in manager.masks.items()}
         k = lineage.plan.rewind_step
         if r == 0 and k > 0:
-            start, steps = manager.state("rewind"), cfg.trainer.max_steps - k
+            start, schedule = manager.state("rewind"), lineage.continuation(k)
         else:
-            assert self.start is not None, "the round's start was not remembered"
-            start, steps = self.start, cfg.trainer.max_steps
+            assert self.start is not None and self.schedule is not None, "the round's start was not remembered"
+            start, schedule = self.start, self.schedule
         try:
-            return measure_pair(lineage, r, start, masks, steps)
+            return measure_pair(lineage, r, start, masks, schedule)
         finally:
             model.load_state_dict(trained)
             manager.set_masks(masks)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from lth.config import Config
+from lth.early_stop import no_early_stop
 from lth.kinds.base import Kind, register_kind
 from lth.kinds.lineage import train_seed
 from lth.masks import density
@@ -25,7 +26,6 @@ from lth.supermask.config import METHODS as ALL_METHODS
 if TYPE_CHECKING:
     from lth.runner import Lineage
 
-NO_EARLY_STOP = dict.fromkeys(("early_stop_step", "early_stop_test_acc", "early_stop_val_loss", "early_stop_val_acc"))
 
 
 def check_supermask(cfg: Config) -> None:
@@ -126,7 +126,7 @@ class HeuristicSupermask(_Supermask):
         s = lineage.cfg.supermask
         lineage.folder.save_snapshots(lineage.manager.state_dict())
         fields = {**self.common_fields(lineage.cfg), "criterion": s.criterion, "source": str(self.source.path),
-                  "source_round": int(s.round), **NO_EARLY_STOP}
+                  "source_round": int(s.round), **no_early_stop(lineage.cfg.trainer.early_stop_metric)}
         for r, masks in enumerate(self.masks):
             if lineage.folder.record(r) is None:
                 lineage.model.load_state_dict(lineage.manager.state("init"))

@@ -128,25 +128,34 @@ class SynFlow(InitCriterion):
     name = "synflow"
     needs_data = False
 
-    def __init__(self, iterations: int = 100, on_iteration: Callable[[int, float, Masks], None] | None = None) -> None:
+    def __init__(self, iterations: int = 100, on_iteration: Callable[[int, float, Masks], None] | None = None,
+                 biases: bool = True) -> None:
         if int(iterations) != iterations or iterations < 1:
             raise ValueError(f"pruning.synflow_iterations must be an integer >= 1, got {iterations}")
         self.iterations = int(iterations)
+        self.biases = bool(biases)  # False: every additive term (bias, BN shift and mean) is 0 in the flow
         self.on_iteration = on_iteration  # (iteration, R before its scoring, masks it scored under)
         self.example: Tensor | None = None  # one input example (its shape); set by the caller
 
     @classmethod
     def from_config(cls, pruning: Any) -> InitCriterion:
-        return cls(getattr(pruning, "synflow_iterations", 100))
+        return cls(getattr(pruning, "synflow_iterations", 100), biases=getattr(pruning, "synflow_biases", True))
 
     def _linearised(self, model: nn.Module, names: Sequence[str]) -> tuple[nn.Module, list[nn.Parameter]]:
-        """A float64 copy in eval mode (BatchNorm uses its running statistics) with every state tensor made |·|."""
+        """A float64 copy in eval mode (BatchNorm uses its running statistics) with every state tensor made |·|
+        (additive terms zeroed when `biases` is False)."""
         other, params = _scoring_copy(model, names, {n: torch.ones((), dtype=torch.bool) for n in names},
                                       torch.float64)
         other.eval()
         with torch.no_grad():
-            for t in other.state_dict().values():
-                if t.is_floating_point():
+            for key, t in other.state_dict().items():
+                if not t.is_floating_point():
+                    continue
+                # Without biases R is a polynomial in the weights alone, so a layer cut off from the input scores 0
+                # instead of passing on its biases' flow (which hides a collapse from the score).
+                if not self.biases and key.rsplit(".", 1)[-1] in ("bias", "running_mean"):
+                    t.zero_()
+                else:
                     t.abs_()
         return other, params
 

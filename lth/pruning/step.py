@@ -14,19 +14,21 @@ from lth.masks import layer_groups
 from lth.pruning.collapse import empty_layers
 from lth.pruning.criteria import score
 from lth.pruning.select import select
-from lth.pruning.structured import neuron_scores, select_neurons
+from lth.pruning.structured import group_scores, norm_weights, select_groups
 
 
 def prune_step(r: int, pruning: Any, fraction: float, overrides: Mapping[str, float], layout: Any,
                masks: Mapping[str, Tensor], w_init: Mapping[str, Tensor], w_final: Mapping[str, Tensor],
-               generator: torch.Generator) -> dict[str, Tensor]:
-    """Round `r`'s masks under `pruning.*` settings: `fraction` of the remaining weights (units when `layout`, the
-    structured unit layout, is given) removed, `overrides` per layer."""
+               generator: torch.Generator, state: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """Round `r`'s masks under `pruning.*` settings: `fraction` of the remaining weights (channels of dependency groups
+    when `layout`, the structured `GroupLayout`, is given) removed, `overrides` per layer; `state`: the trained state
+    dict (BatchNorm weights for structured_norm=scale)."""
     scope = getattr(pruning.scope, "value", pruning.scope)
     if layout is not None:
-        unit_scores = neuron_scores(pruning.structured_norm, w_final, masks, generator=generator)
-        new = select_neurons(unit_scores, masks, fraction, scope=scope, overrides=overrides,
-                             removable=layout.removable, consumers=layout.consumers)
+        scores = group_scores(pruning.structured_norm, w_final, masks, layout, generator=generator,
+                              norms=norm_weights(layout, state or {}))
+        new = select_groups(scores, masks, layout, fraction, scope=scope, overrides=overrides,
+                            max_ratio=getattr(pruning, "max_group_ratio", None))
     else:
         scores = score(pruning.criterion, w_init, w_final, generator=generator, masks=masks)
         groups = layer_groups(masks) if getattr(pruning, "biases", False) else None

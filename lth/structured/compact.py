@@ -1,16 +1,25 @@
 """Compaction: the masked model rebuilt physically smaller, and the way back (a small model's state in the big shapes).
 
-A unit of a removable producer is dropped when no consumer reads it (every weight of its input slice is masked) —
-what `lth.pruning.select_neurons` leaves behind. The compacted model is a copy of the model whose pruned weights are
-zero (mask applied) and whose Linear/Conv/BatchNorm layers are sliced: the dropped rows/filters with their biases and
-BatchNorm entries, and the consumers' matching input columns/channels. It computes what the masked model computes.
-A layer that loses every unit keeps one (its outgoing weights are all masked, so it changes nothing): torch has no
-zero-width conv.
+Compaction works on dependency groups (`lth.structured.groups`): channel j of a group is dropped from every member
+at once (producers' rows and bias entries, BatchNorm entries, consumers' input columns) when its value cannot matter:
+- *unread*: every consumer's input columns for j are zero (masked) — what `lth.pruning.select_groups` leaves; or
+- *provably zero*: every producer's row j and bias entry j are zero (masked weights count as zero), every BatchNorm on
+  the group has weight j = bias j = 0 (a BatchNorm'd channel outputs its bias, or −γ·mean/σ + β, even from a zero
+  input — so its affine must be zero; running statistics do not matter then, in train or eval mode), and every step on
+  the group's values maps 0 to 0 (ReLU-like activations, pooling, dropout, flatten, adds of other zero channels; not
+  sigmoid, softplus or an added constant) — what `torch.nn.utils.prune.ln_structured` leaves with zero biases.
+In a residual group both rules hold for the channel as a whole: all producers summed into it are zero, or no layer
+reads it. Groups refused by the walk (the output layer's, or any reaching an op it cannot follow) are not sliced.
+The compacted model is a copy of the model whose pruned weights are zero (mask applied) and whose Linear/Conv/
+BatchNorm layers are sliced; it computes what the masked model computes. Each member keeps at least one of its
+channels (its outgoing weights are all masked, or it is zero: it changes nothing): torch has no zero-width conv.
+When nothing can be removed although weights are pruned, `compact` warns with the reasons.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -19,7 +28,8 @@ from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
 from lth import masks as masks_lib
-from lth.structured.layout import UnitLayout, module_of, unit_layout
+from lth.structured.groups import Group, GroupLayout, Slice, dependency_groups
+from lth.structured.layout import WEIGHTED, module_of
 
 Masks = Mapping[str, Tensor]
 
@@ -28,8 +38,8 @@ Masks = Mapping[str, Tensor]
 class Plan:
     """Index tensors that slice each module: rows (dim 0: units, BatchNorm features) and cols (dim 1: inputs)."""
 
-    layout: UnitLayout
-    kept: dict[str, Tensor] = field(default_factory=dict)  # producer weight → kept-unit flags
+    layout: GroupLayout
+    kept: dict[str, Tensor] = field(default_factory=dict)  # group name → kept-channel flags
     rows: dict[str, Tensor] = field(default_factory=dict)  # module name → kept indices along dim 0
     cols: dict[str, Tensor] = field(default_factory=dict)  # module name → kept indices along dim 1
 
@@ -43,41 +53,73 @@ def check_masks(model: nn.Module, masks: Masks) -> None:
     masks_lib.check_masks(masks, {n: params[n].shape for n in masks})
 
 
-def kept_units(masks: Masks, layout: UnitLayout) -> dict[str, Tensor]:
-    """Per removable producer, 1-D flags of the units some consumer still reads (all alive rows if none reads it)."""
+def _effective(model: nn.Module, masks: Masks, name: str) -> Tensor:
+    """Weight `name` with its mask applied (as it computes)."""
+    w = model.get_parameter(name).detach()
+    return w * masks[name].to(device=w.device, dtype=w.dtype) if name in masks else w
+
+
+def _spread(group: Group, piece: Slice, flags: Tensor, fill: bool) -> Tensor:
+    """A member's per-unit `flags` placed at its channels of `group` (`fill` elsewhere)."""
+    out = torch.full((group.size,), fill, dtype=torch.bool, device=flags.device)
+    out[piece.offset:piece.offset + piece.size] = flags
+    return out
+
+
+@torch.no_grad()
+def kept_channels(model: nn.Module, masks: Masks, layout: GroupLayout) -> dict[str, Tensor]:
+    """Per group, 1-D flags of the channels that stay: read by some consumer and not provably zero (module doc)."""
     out = {}
-    for p in layout.removable:
-        n = masks[p].shape[0]
-        cons = layout.consumers.get(p, [])
-        if cons:
-            keep = torch.zeros(n, dtype=torch.bool, device=masks[p].device)
-            for c in cons:
-                m = masks[c].to(torch.bool)
-                keep |= m.reshape(m.shape[0], n, -1).any(dim=2).any(dim=0).to(keep.device)
-        else:
-            keep = masks[p].to(torch.bool).reshape(n, -1).any(dim=1)
-        if not keep.any():
-            keep[0] = True
-        out[p] = keep
+    for g in layout.groups:
+        read = torch.zeros(g.size, dtype=torch.bool)
+        for c in g.consumers:
+            w = _effective(model, masks, c.name).cpu()
+            cols = w.reshape(w.shape[0], c.size, c.block, -1) != 0
+            read |= _spread(g, c, cols.any(dim=3).any(dim=2).any(dim=0), False)
+        zero = torch.full((g.size,), g.zero_safe, dtype=torch.bool)
+        if g.zero_safe:
+            for p in g.producers:
+                w = _effective(model, masks, p.name).cpu()
+                silent = (w.reshape(w.shape[0], -1) == 0).all(dim=1)
+                bias = model.get_submodule(module_of(p.name)).bias
+                if bias is not None:
+                    silent &= bias.detach().cpu() == 0
+                zero &= _spread(g, p, silent, True)
+            for n in g.norms:
+                bn = model.get_submodule(n.name)
+                silent = torch.zeros(n.size, dtype=torch.bool)
+                if bn.affine:
+                    silent = (bn.weight.detach().cpu() == 0) & (bn.bias.detach().cpu() == 0)
+                zero &= _spread(g, n, silent, True)
+        keep = read & ~zero
+        for piece in [*g.producers, *g.norms, *g.consumers]:  # every member keeps one channel at least
+            if not keep[piece.offset:piece.offset + piece.size].any():
+                keep[piece.offset] = True
+        out[g.name] = keep
     return out
 
 
 def plan(model: nn.Module, masks: Masks, example_input: Tensor | None = None) -> Plan:
     """How compaction slices each module of `model` under `masks`."""
     check_masks(model, masks)
-    layout = unit_layout(model, example_input, list(masks))
-    result = Plan(layout, kept_units(masks, layout))
-    for p, keep in result.kept.items():
+    layout = dependency_groups(model, example_input)
+    result = Plan(layout, kept_channels(model, masks, layout))
+    for g in layout.groups:
+        keep = result.kept[g.name]
         if bool(keep.all()):
             continue
-        idx = torch.nonzero(keep).reshape(-1).cpu()
-        result.rows[module_of(p)] = idx
-        for bn in layout.norms.get(p, []):
-            result.rows[bn] = idx
-        for c in layout.consumers.get(p, []):
-            group = masks[c].shape[1] // keep.numel()
-            result.cols[module_of(c)] = (idx.view(-1, 1) * group + torch.arange(group).view(1, -1)).reshape(-1)
+        for piece in [*g.producers, *g.norms]:
+            mod = piece.name if piece in g.norms else module_of(piece.name)
+            result.rows[mod] = _indices(keep, piece)
+        for c in g.consumers:
+            idx = _indices(keep, c)
+            result.cols[module_of(c.name)] = (idx.view(-1, 1) * c.block + torch.arange(c.block).view(1, -1)).reshape(-1)
     return result
+
+
+def _indices(keep: Tensor, piece: Slice) -> Tensor:
+    """The member's own indices (0 … size − 1) of the kept channels in its stretch."""
+    return torch.nonzero(keep[piece.offset:piece.offset + piece.size]).reshape(-1).cpu()
 
 
 def _slice(t: Tensor, rows: Tensor | None, cols: Tensor | None) -> Tensor:
@@ -103,6 +145,8 @@ def _slice_module(mod: nn.Module, rows: Tensor | None, cols: Tensor | None) -> N
         if isinstance(mod, kind):
             setattr(mod, out_attr, int(mod.weight.shape[0]))
             setattr(mod, in_attr, int(mod.weight.shape[1]))
+    if isinstance(mod, _ConvNd) and mod.groups > 1:  # depthwise: one filter per input channel
+        mod.in_channels = mod.groups = int(mod.weight.shape[0])
     if hasattr(mod, "num_features") and rows is not None:
         mod.num_features = int(rows.numel())
 
@@ -123,8 +167,28 @@ def compact(model: nn.Module, masks: Masks, example_input: Tensor | None = None)
     """A new, physically smaller model computing what `model` with `masks` applied computes; `model` is unchanged.
 
     `example_input` is only needed for models whose forward branches on input shapes (it is traced on a meta copy).
+    Warns (UserWarning) with the reasons when weights are pruned but no channel can go.
     """
-    return build(model, masks, plan(model, masks, example_input))
+    how = plan(model, masks, example_input)
+    if not how.rows and not how.cols and _prunes_something(model, masks):
+        warnings.warn(f"compact: no channel can be removed, the model keeps its size: {nothing_removed(how.layout)}",
+                      UserWarning, stacklevel=2)
+    return build(model, masks, how)
+
+
+def _prunes_something(model: nn.Module, masks: Masks) -> bool:
+    """Whether `masks` switch off a weight, or a Linear/Conv weight is zero."""
+    if any(not bool(m.all()) for m in masks.values()):
+        return True
+    return any(bool((m.weight == 0).any()) for m in model.modules() if isinstance(m, WEIGHTED))
+
+
+def nothing_removed(layout: GroupLayout) -> str:
+    """Why compaction removed nothing: the refused groups' reasons and the rule the others failed."""
+    parts = [(f"{len(layout.groups)} group(s) have no channel that is unread by every consumer or provably zero "
+              "(rows, biases and BatchNorm weight and bias all zero, under activations that map 0 to 0)")]
+    parts += [f"{g.name} is refused: {layout.refused[g.name]}" for g in layout.refused_groups]
+    return "; ".join(parts)
 
 
 @torch.no_grad()

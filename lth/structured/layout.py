@@ -119,6 +119,31 @@ def _guess_input(model: nn.Module) -> torch.Tensor | None:
     return None
 
 
+def passes(node: torch.fx.Node) -> bool:
+    """Whether `node` acts on its one tensor argument channel by channel (an activation, pooling, x * scalar...)."""
+    tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
+    if len(tensor_args) != 1 or node.args[0] is not tensor_args[0] or node.kwargs.get("return_indices"):
+        return False
+    if node.op == "call_function" and node.target in SCALAR_OPS:
+        return all(isinstance(a, int | float) for a in node.args[1:])
+    if node.op == "call_function":
+        return node.target in PASS_FUNCTIONS
+    return node.op == "call_method" and node.target in PASS_METHODS
+
+
+def flattens(node: torch.fx.Node) -> bool:
+    """flatten(x, 1) / x.flatten(1) / x.view(batch, -1) / x.reshape(batch, -1)."""
+    args, kw = node.args[1:], node.kwargs
+    if node.target in (torch.flatten, "flatten"):
+        start = args[0] if args else kw.get("start_dim", 0)
+        end = args[1] if len(args) > 1 else kw.get("end_dim", -1)
+        return start == 1 and end == -1
+    if node.op == "call_method" and node.target in ("view", "reshape"):
+        shape = args[0] if len(args) == 1 and isinstance(args[0], tuple | list) else args
+        return len(shape) == 2 and shape[1] == -1
+    return False
+
+
 class _Walk:
     """Forward provenance over the graph: each value carries (producer weight, flattened?) or None."""
 
@@ -160,34 +185,12 @@ class _Walk:
             self.refuse(srcs, f"its output is combined with another layer's in '{node.name}' ({_what(node)})")
             return None
         src = srcs[0]
-        if self.passes(node):
+        if passes(node):
             return src
-        if self.flattens(node):
+        if flattens(node):
             return src[0], True
         self.refuse(srcs, f"its output reaches '{node.name}' ({_what(node)}), which does not keep units apart")
         return None
-
-    def passes(self, node: torch.fx.Node) -> bool:
-        tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
-        if len(tensor_args) != 1 or node.args[0] is not tensor_args[0] or node.kwargs.get("return_indices"):
-            return False
-        if node.op == "call_function" and node.target in SCALAR_OPS:
-            return all(isinstance(a, int | float) for a in node.args[1:])
-        if node.op == "call_function":
-            return node.target in PASS_FUNCTIONS
-        return node.op == "call_method" and node.target in PASS_METHODS
-
-    def flattens(self, node: torch.fx.Node) -> bool:
-        """flatten(x, 1) / x.flatten(1) / x.view(batch, -1) / x.reshape(batch, -1)."""
-        args, kw = node.args[1:], node.kwargs
-        if node.target in (torch.flatten, "flatten"):
-            start = args[0] if args else kw.get("start_dim", 0)
-            end = args[1] if len(args) > 1 else kw.get("end_dim", -1)
-            return start == 1 and end == -1
-        if node.op == "call_method" and node.target in ("view", "reshape"):
-            shape = args[0] if len(args) == 1 and isinstance(args[0], tuple | list) else args
-            return len(shape) == 2 and shape[1] == -1
-        return False
 
     def visit_module(self, node: torch.fx.Node, srcs: list[tuple[str, bool]]) -> tuple[str, bool] | None:
         name = str(node.target)

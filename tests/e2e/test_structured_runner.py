@@ -69,6 +69,17 @@ def test_trained_round_compacts_exactly(lineage):
     assert torch.allclose(small(x), model(x), atol=1e-5)
 
 
+def test_residual_channels_are_pruned_as_one_group(tmp_path, data_root):
+    # hidden.1 adds its input: hidden.0's and hidden.1's units are one group, removed together
+    records = run(structured(data_root, "+model.args.residual=true"), tmp_path / "res")
+    m = masks_lib.load(tmp_path / "res" / "round_02" / "mask.pt")
+    alive = alive_units(m)
+    assert torch.equal(alive["hidden.0.weight"], alive["hidden.1.weight"]) and int(alive["hidden.0.weight"].sum()) == 10
+    assert torch.equal(m["output.weight"].any(dim=0), alive["hidden.0.weight"])  # 16 - 3 - 3 = 10 units, read by both
+    assert torch.equal(m["hidden.1.weight"].any(dim=0), alive["hidden.0.weight"])
+    assert records[2]["flops_compact"] == records[2]["flops_nonzero"] == 64 * 10 + 10 * 10 + 10 * 10
+
+
 @pytest.mark.parametrize("reset", ["scratch_e", "scratch_b", "continue"])
 def test_branches_train_for_their_budget(lineage, tmp_path, data_root, reset):
     src, records = lineage
@@ -99,7 +110,9 @@ def test_scratch_cap_limits_scratch_b(lineage, tmp_path, data_root):
         ("pruning.structured_norm=l3", "unknown structured norm 'l3'; valid choices: l1, l2, random"),
         ("ticket.mask0=freeze_init", "mask0=zero"),
         ("ticket.scratch_cap=0.5", "scratch_cap must be >= 1"),
-        ("+model.args.residual=true", "no layer of model 'mlp' can lose units"),
+        ("model.args.hidden=[]", "no layer of model 'mlp' can lose units"),
+        ("pruning.max_group_ratio=1.5", r"max_group_ratio must be in \(0, 1\]"),
+        ("pruning.structured_norm=scale", "group 'hidden.0.weight' has no BatchNorm"),
     ],
 )
 def test_bad_structured_config_is_rejected_before_training(tmp_path, data_root, override, message):

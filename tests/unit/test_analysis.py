@@ -1,6 +1,7 @@
 """Results store → DataFrame, tables, plots, `lth-plot`, and the notebooks executed on a small fixture sweep."""
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -79,20 +80,61 @@ def test_load_errors_clearly_on_a_missing_folder(tmp_path):
         analysis.load(tmp_path / "nothing")
 
 
-def test_mean_std_is_the_sample_std_in_percent_and_skips_missing_values():
-    assert mean_std([0.5, 0.7]) == "60.0 ± 14.1"  # sample std of 50, 70 = 14.142
+def test_mean_std_is_the_sample_std_and_95_interval_in_percent_and_skips_missing_values():
+    # sample std of 50, 70 = 14.142; t_{0.975,1} = 12.706 → half-width 12.706 · 14.142 / √2 = 127.06
+    assert mean_std([0.5, 0.7]) == "60.0 ± 14.1 [-67.1, 187.1]"
+    assert mean_std([0.5, 0.7], sep="<br>") == "60.0 ± 14.1<br>[-67.1, 187.1]"
     assert mean_std([0.25]) == "25.0"
     assert mean_std([None, float("nan")]) == "–"
-    assert mean_std([200, 300], scale=1, digits=0) == "250 ± 71"
+    assert mean_std([200, 300], scale=1, digits=0) == "250 ± 71 [-385, 885]"  # half-width 12.706 · 70.71 / √2 = 635.3
 
 
-def test_grid_puts_mean_and_std_in_each_cell_densest_row_first():
+def test_grid_puts_mean_std_and_interval_in_each_cell_densest_row_first():
     import pandas as pd
 
     df = pd.DataFrame({"d": [100.0, 100.0, 50.0, 50.0, 50.0], "v": ["a", "a", "a", "b", "b"],
                        "acc": [0.6, 0.8, 0.5, 0.1, 0.3]})
     assert grid(df, "d", "v", "acc", cols=["a", "b"]).splitlines() == [
-        "| d | a | b |", "|---|---:|---:|", "| 100.0 | 70.0 ± 14.1 | – |", "| 50.0 | 50.0 | 20.0 ± 14.1 |"]
+        "| d | a | b |", "|---|---:|---:|", "| 100.0 | 70.0 ± 14.1<br>[-57.1, 197.1] | – |",
+        "| 50.0 | 50.0 | 20.0 ± 14.1<br>[-107.1, 147.1] |"]
+
+
+def _ticket_and_reinit():
+    """Two densities × ticket and reinit, seeds 0–2 (the ticket also has a seed 3 that no reinit pairs with)."""
+    return pd.DataFrame({
+        "density %": [50.0] * 7 + [25.0] * 6,
+        "variant": ["ticket"] * 4 + ["reinit"] * 3 + ["ticket"] * 3 + ["reinit"] * 3,
+        "seed": [0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 0, 1, 2],
+        "acc": [0.80, 0.82, 0.84, 0.10, 0.70, 0.71, 0.75, 0.60, 0.58, 0.65, 0.61, 0.60, 0.61]})
+
+
+def test_paired_grid_differences_by_seed_with_interval_and_verdict():
+    df = _ticket_and_reinit()
+    # 50%: differences 10, 11, 9 points (seed 3 unpaired): mean 10, std 1, t_{0.975,2} = 4.303 → ± 2.48
+    # 25%: differences −1, −2, 4: mean 0.33, std 3.21 → ± 7.99: the interval holds 0
+    assert analysis.paired_grid(df, "density %", "variant", "acc", control="reinit", direction=+1).splitlines() == [
+        "| density % | ticket − reinit |", "|---|---:|",
+        "| 50.0 | +10.0 ± 1.0<br>[+7.5, +12.5]<br>agree |",
+        "| 25.0 | +0.3 ± 3.2<br>[-7.7, +8.3]<br>inconclusive |"]
+    opposite = analysis.paired_grid(df, "density %", "variant", "acc", control="reinit", direction=-1)
+    assert opposite.splitlines()[2].endswith("<br>opposite |")
+    no_verdict = analysis.paired_grid(df, "density %", "variant", "acc", control="reinit", direction={})
+    assert no_verdict.splitlines()[2] == "| 50.0 | +10.0 ± 1.0<br>[+7.5, +12.5] |"
+
+
+def test_paired_cells_refuse_two_rows_of_one_seed():
+    df = _ticket_and_reinit()
+    df.loc[df["density %"] == 25.0, "density %"] = 50.0  # two rounds' rows in one cell
+    with pytest.raises(ValueError, match=r"more than one row per seed \(0, 1, 2\) in a cell"):
+        analysis.paired_grid(df, "density %", "variant", "acc", control="reinit")
+
+
+def test_summarize_gives_the_95_interval():
+    df = pd.DataFrame({"v": ["a", "a", "b"], "round": [1, 1, 1], "density": [0.5] * 3, "acc": [0.6, 0.8, 0.5]})
+    a, b = (row for _, row in analysis.summarize(df, "acc", by="v").iterrows())
+    assert a["n"] == 2 and a["mean"] == pytest.approx(0.7)
+    assert (a["lo"], a["hi"]) == (pytest.approx(0.7 - 1.270620), pytest.approx(0.7 + 1.270620))  # 12.706 · .1414 / √2
+    assert b["n"] == 1 and math.isnan(b["lo"]) and math.isnan(b["hi"])
 
 
 def test_markdown_table_layout():
@@ -180,9 +222,10 @@ def test_summarize_per_density_with_scale_and_the_plot_s_order_labels_and_bands(
                        "acc": [0.2, 0.4, 0.9, 0.8]})
     s = analysis.summarize(df, "acc", by="v", at="density", scale=100)
     assert s.to_dict("records")[:2] == [
-        {"v": "a", "density": 0.5, "mean": pytest.approx(30.0), "std": pytest.approx(14.1421356), "n": 2},
+        {"v": "a", "density": 0.5, "mean": pytest.approx(30.0), "std": pytest.approx(14.1421356), "n": 2,
+         "lo": pytest.approx(30 - 127.0620474), "hi": pytest.approx(30 + 127.0620474)},  # 12.706 · 14.142 / √2
         {"v": "b", "density": 0.5, "mean": pytest.approx(90.0), "std": pytest.approx(float("nan"), nan_ok=True),
-         "n": 1}]
+         "n": 1, "lo": pytest.approx(float("nan"), nan_ok=True), "hi": pytest.approx(float("nan"), nan_ok=True)}]
     _, (ax,) = analysis.subplots(1)
     analysis.plot_vs_density(ax, df, "acc", by="v", order=["b", "a", "missing"], band=None, at="density")
     assert [line.get_label() for line in ax.get_lines()] == ["b", "a"] and not ax.collections
@@ -200,17 +243,41 @@ def test_density_report_tables_and_figure():
                        "density": [1.0, 1.0, 0.5, 0.5, 0.5], "test_acc": [0.6, 0.8, 0.5, 0.1, 0.3],
                        "early_stop_test_acc": [0.6, 0.7, 0.5, 0.2, 0.2], "early_stop_step": [10, 20, 10, 30, 40]})
     body, fig = analysis.density_report(df, "variant", ["a", "b"], "T")
+    # half-widths t_{0.975,1} · s / √2 = 12.706 · s / √2: 127.06 (s 14.14), 63.53 (s 7.07)
     assert body.split("\n\n") == [
         "### Test accuracy at the end of training (%)",
-        "| density % | a | b |\n|---|---:|---:|\n| 100.0 | 70.0 ± 14.1 | – |\n| 50.0 | 50.0 | 20.0 ± 14.1 |",
-        "### Test accuracy at the early-stop step (minimum validation loss) (%)",
-        "| density % | a | b |\n|---|---:|---:|\n| 100.0 | 65.0 ± 7.1 | – |\n| 50.0 | 50.0 | 20.0 ± 0.0 |",
+        "| density % | a | b |\n|---|---:|---:|\n| 100.0 | 70.0 ± 14.1<br>[-57.1, 197.1] | – |\n"
+        "| 50.0 | 50.0 | 20.0 ± 14.1<br>[-107.1, 147.1] |",
+        "### Test accuracy at the early-stop step (lowest validation loss) (%)",
+        "| density % | a | b |\n|---|---:|---:|\n| 100.0 | 65.0 ± 7.1<br>[1.5, 128.5] | – |\n"
+        "| 50.0 | 50.0 | 20.0 ± 0.0<br>[20.0, 20.0] |",
         "### Early-stop step",
-        "| density % | a | b |\n|---|---:|---:|\n| 100.0 | 15 ± 7 | – |\n| 50.0 | 10 | 35 ± 7 |"]
+        "| density % | a | b |\n|---|---:|---:|\n| 100.0 | 15 ± 7<br>[-49, 79] | – |\n| 50.0 | 10 | 35 ± 7<br>[-29, 99] |"]
     axes = fig.axes
     assert len(axes) == 3 and axes[0].get_legend() is not None and axes[1].get_legend() is None
     assert list(axes[0].get_lines()[0].get_ydata()) == pytest.approx([50.0, 70.0])  # a, percent, by density
     assert fig._suptitle.get_text() == "T (mean ± std over seeds)"
+
+
+def test_density_report_names_the_rule_shows_the_other_and_pairs_with_the_control():
+    df = _ticket_and_reinit().rename(columns={"acc": "test_acc"})
+    df["density"] = df.pop("density %") / 100
+    df["early_stop_test_acc"] = df["test_acc"] - 0.05
+    df["early_stop_step"] = 100
+    df["early_stop_metric"] = "val_acc"
+    df["early_stop_by_val_acc_test_acc"] = df["early_stop_test_acc"]
+    df["early_stop_by_val_loss_test_acc"] = df["test_acc"] - 0.10
+    body, _ = analysis.density_report(df, "variant", ["ticket", "reinit"], "T", control="reinit")
+    parts = body.split("\n\n")
+    assert parts[2] == "### Test accuracy at the early-stop step (highest validation accuracy) (%)"
+    assert parts[4] == "### Test accuracy at the lowest validation loss (%)"
+    # 25%, 10 points below the end: ticket 50, 48, 55 (mean 51, std √13 = 3.61, ± 4.303 · 3.61 / √3 = 8.96),
+    # reinit 51, 50, 51 (mean 50.67, std 0.577, ± 1.43)
+    assert parts[5].splitlines()[3] == "| 25.0 | 51.0 ± 3.6<br>[42.0, 60.0] | 50.7 ± 0.6<br>[49.2, 52.1] |"
+    assert parts[6] == "### Early-stop step"
+    assert parts[8].startswith("### Minus reinit at the same density, paired by seed (end of training")
+    # every variant shifted alike: the early-stop differences equal the end-of-training ones
+    assert parts[9] == parts[11] and parts[9].splitlines()[2] == "| 50.0 | +10.0 ± 1.0<br>[+7.5, +12.5]<br>agree |"
 
 
 @pytest.mark.parametrize("name", ["lottery_tickets", "criteria_and_signs", "supermask_and_structured"])

@@ -62,7 +62,9 @@ def test_every_panel_reads_a_key_the_logger_writes(offline, x):
     ws = dashboard.workspace("team", "lth", Layout(group="smoke", x=x, mask_overlap=True))
     assert [s.name for s in ws.sections] == list(SECTIONS)
     read = list(panel_metrics(ws))
-    assert len(read) == 25  # (x, y) of 3 ticket panels, 6 curves, density, layer densities, overlap; the round table
+    # (x, y) of 5 ticket panels (3 + early-stop test accuracy under each rule), 6 curves, density, layer densities,
+    # overlap; the round table
+    assert len(read) == 29
     for section, title, what in read:
         if what.startswith("re:"):
             assert any(re.search(what[3:], k) for k in keys), (section, title, what)
@@ -70,7 +72,9 @@ def test_every_panel_reads_a_key_the_logger_writes(offline, x):
             assert f"{what[6:]}/nrows" in keys, (section, title, what)
         else:
             assert what in keys, (section, title, what)
-    assert {w for s, _, w in read if s == "Tickets"} == {x, "test_acc", "early_stop_test_acc", "early_stop_step"}
+    assert {w for s, _, w in read if s == "Tickets"} == {x, "test_acc", "early_stop_test_acc", "early_stop_step",
+                                                         "early_stop_by_val_loss_test_acc",
+                                                         "early_stop_by_val_acc_test_acc"}
 
 
 def test_the_logger_writes_compression_mask_overlap_group_and_job_type(offline):

@@ -134,3 +134,12 @@ def test_the_sync_hook_needs_wandb_osh(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb_osh" else real(name, *a))
     with pytest.raises(ValueError, match=r"needs the wandb-osh package \(pip install wandb-osh\)"):
         validate(config(logger__wandb=True, logger__sync_hook=True))
+
+
+def test_max_group_ratio_is_a_fraction_for_neuron_granularity():
+    validate(config(pruning__granularity=Granularity.neuron, pruning__max_group_ratio=0.9))
+    with pytest.raises(ValueError, match=re.escape("pruning.max_group_ratio must be in (0, 1]")):
+        validate(config(pruning__granularity=Granularity.neuron, pruning__max_group_ratio=0.0))
+    with pytest.raises(ValueError, match=re.escape("pruning.max_group_ratio caps the channels a dependency group "
+                                                   "loses; it needs pruning.granularity=neuron")):
+        validate(config(pruning__max_group_ratio=0.5))

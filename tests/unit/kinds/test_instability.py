@@ -65,3 +65,48 @@ def test_a_sparse_start_from_a_lineage_round_keeps_its_mask_and_resumes(tmp_path
         run(smoke_config(*TINY, "stability.pair=true", f"branch.from={src}", "branch.round=1",
                          "ticket.rewind_step=2"), tmp_path / "other", sinks=[])
     assert not (tmp_path / "other").exists()
+
+
+def lrs_of(schedule, lr):
+    """The lr of each of a schedule's steps (its optimizer and scheduler stepped on a dummy parameter)."""
+    opt = schedule.optimizer([torch.nn.Parameter(torch.zeros(1))])
+    sched = schedule.scheduler(opt) if schedule.scheduler is not None else None
+    out = []
+    for _ in range(schedule.steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return out
+
+
+@pytest.mark.slow
+def test_copies_from_theta_k_resume_the_lr_schedule_at_k(tmp_path, smoke_config, monkeypatch):
+    import lth.kinds.instability as kind
+    import lth.kinds.pair as pair
+
+    step_decay = "scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:7,gamma:0.5}"
+    seen = []
+    real = pair.measure_pair
+
+    def spy(lineage, r, start, masks, schedule):
+        seen.append((r, schedule))
+        return real(lineage, r, start, masks, schedule)
+
+    monkeypatch.setattr(kind, "measure_pair", spy)
+    monkeypatch.setattr(pair, "measure_pair", spy)
+    cfg = smoke_config("trainer.max_steps=20", "trainer.eval_every=10", "stability.alphas=3", "ticket.rewind_step=6",
+                       step_decay, "stability.pair=true")
+    lr = cfg.optimizer["lr"]
+    rec = run(cfg, tmp_path / "dense", sinks=[])[0]
+    (r, schedule), = seen
+    assert (r, schedule.steps, schedule.start) == (0, 14, 6) and rec["stability_schedule_start"] == 6
+    assert lrs_of(schedule, lr) == pytest.approx([lr * 0.5 ** (s // 7) for s in range(6, 20)], abs=1e-15)
+    # an IMP lineage's every-round pairs: round 0's from θk continues round 0; round 1's trains as round 1 did
+    seen.clear()
+    recs = run(smoke_config("trainer.max_steps=20", "trainer.eval_every=10", "stability.alphas=3",
+                            "ticket.rewind_step=6", step_decay, "ticket.rounds=1", "stability.every_round=true"),
+               tmp_path / "imp", sinks=[])
+    assert [(r, s.steps, s.start) for r, s in seen] == [(0, 14, 6), (1, 14, 6)]
+    assert [x["stability_steps"] for x in recs] == [14, 14] and recs[1]["train_steps"] == 14
+    assert lrs_of(seen[1][1], lr) == pytest.approx([lr * 0.5 ** (s // 7) for s in range(6, 20)], abs=1e-15)

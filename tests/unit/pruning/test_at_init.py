@@ -105,6 +105,33 @@ def test_synflow_r_and_scores_in_closed_form():
     assert torch.equal(net[0].weight, torch.tensor(W1, dtype=torch.float64))  # the model keeps its signs
 
 
+def test_synflow_biases_carry_flow_unless_turned_off():
+    # layer 1 (2 → 3) with biases b1 = (1, −2, 0.5) and W1's first row fully masked; layer 2 (3 → 1), W2 = (1, 1, 1),
+    # b2 = 4. With biases: R = 1ᵀ(|W2|(|W1⊙M1| 1 + |b1|) + |b2|); without: R = 1ᵀ|W2||W1⊙M1| 1.
+    net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[5.0, 5.0], [1.0, -2.0], [0.5, 0.5]]))
+        net[0].bias.copy_(torch.tensor([1.0, -2.0, 0.5]))
+        net[1].weight.copy_(torch.tensor([[1.0, 1.0, 1.0]]))
+        net[1].bias.fill_(4.0)
+    names = ["0.weight", "1.weight"]
+    masks = {"0.weight": torch.tensor([[0, 0], [1, 1], [1, 1]], dtype=torch.bool),
+             "1.weight": torch.ones(1, 3, dtype=torch.bool)}
+    batch = [(torch.zeros(1, 2), torch.zeros(1))]
+    r, s = SynFlow(iterations=1).flow(net, names, masks, batch)  # |W1⊙M1| 1 = (0, 3, 1): 4 + (1 + 2 + 0.5) + 4
+    assert r == 11.5
+    assert torch.equal(s["1.weight"], torch.tensor([[1.0, 5.0, 1.5]], dtype=torch.float64))  # unit 0 lives on b1
+    r, s = SynFlow(iterations=1, biases=False).flow(net, names, masks, batch)
+    assert r == 4.0
+    assert torch.equal(s["1.weight"], torch.tensor([[0.0, 3.0, 1.0]], dtype=torch.float64))  # cut-off unit scores 0
+    assert torch.equal(net[0].bias, torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))  # the model is untouched
+
+    class Section:
+        synflow_iterations, synflow_biases = 3, False
+    syn = at_init_criterion("synflow", Section())
+    assert (syn.iterations, syn.biases) == (3, False)
+
+
 def test_synflow_iterations_follow_the_schedule_and_r_is_the_path_sum():
     net = chain(W1, W2, torch.float32)  # scored in float64 whatever the model's dtype
     seen = []
