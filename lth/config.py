@@ -101,6 +101,9 @@ class PruningConfig:
     overrides: dict[str, float] = field(default_factory=dict)  # regex or layer name -> fraction
     include: list[str] | None = None  # regexes choosing prunables (default: Linear/Conv weights)
     exclude: list[str] | None = None
+    # biases: every Linear/Conv bias is prunable too, ranked together with its layer's weights (one pool per layer at
+    # the layer's fraction), as the MNIST-1D lottery-ticket notebook prunes
+    biases: bool = False
     seed: int | None = None  # for the random criterion; None: the lineage seed
     granularity: Granularity = Granularity.weight  # neuron: whole rows of Linear / filters of Conv (lth.structured)
     structured_norm: str = "l1"  # granularity=neuron: channel score over its group, l1 | l2 | random | scale (BN |γ|)

@@ -38,15 +38,31 @@ def _as_patterns(patterns: str | Iterable[str] | None) -> list[str]:
     return list(patterns)
 
 
+def layer_of(name: str) -> str:
+    """The layer (module) a parameter belongs to: its name less the last component (`hidden.0.bias` → `hidden.0`)."""
+    return name.rpartition(".")[0]
+
+
+def layer_groups(names: Iterable[str]) -> dict[str, list[str]]:
+    """Prunables grouped by their layer (`layer_of`), layers and members in `names` order."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(layer_of(n), []).append(n)
+    return groups
+
+
 def find_prunables(
-    model: nn.Module, include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None
+    model: nn.Module, include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None,
+    biases: bool = False,
 ) -> list[str]:
-    """Names of the prunable parameters, in `model.named_parameters()` order."""
+    """Names of the prunable parameters, in `model.named_parameters()` order (`biases`: the default set adds the
+    bias of every Linear/Conv layer)."""
     include_p, exclude_p = _as_patterns(include), _as_patterns(exclude)
+    kinds = ("weight", "bias") if biases else ("weight",)
     default = {
-        f"{mod_name}.weight" if mod_name else "weight"
-        for mod_name, mod in model.named_modules()
-        if isinstance(mod, PRUNABLE_MODULES) and getattr(mod, "weight", None) is not None
+        f"{mod_name}.{kind}" if mod_name else kind
+        for mod_name, mod in model.named_modules() if isinstance(mod, PRUNABLE_MODULES)
+        for kind in kinds if getattr(mod, kind, None) is not None
     }
     names = []
     for name, _ in model.named_parameters():
@@ -65,12 +81,13 @@ class MaskManager:
         include: str | Iterable[str] | None = None,
         exclude: str | Iterable[str] | None = None,
         mask0: str = "zero",
+        biases: bool = False,
     ) -> None:
         if mask0 not in MASK0_ACTIONS:
             raise ValueError(f"unknown mask-0 action '{mask0}'; valid choices: {', '.join(MASK0_ACTIONS)}")
         self.model = model
         self.mask0 = mask0
-        self.names = find_prunables(model, include, exclude)
+        self.names = find_prunables(model, include, exclude, biases)
         if not self.names:
             kinds = ", ".join(t.__name__ for t in PRUNABLE_MODULES)
             raise ValueError(

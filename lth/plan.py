@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from lth.config import Config
 from lth.distributed import is_writer, launch_world
-from lth.masks import MaskManager
+from lth.masks import MaskManager, layer_groups, layer_of
 from lth.pruning.select import match_overrides
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,15 @@ class Plan:
     example: Tensor  # one input example (FLOPs, unit layout, scratch inits)
     flops_dense: float  # FLOPs per example of the dense network
     optimizer: Any = None  # the optimizer spec the rounds use (cfg.optimizer, fused off where AMP clipping needs it)
+    biases: bool = False  # pruning.biases: each layer's weight and bias selected as one pool
 
     def schedule_units(self, manager: MaskManager) -> tuple[dict[str, int], dict[str, float], str]:
         """What the fraction schedule removes from: counts per layer, its overrides and the unit's name."""
         if self.layout is None:
-            return {n: p.numel() for n, p in zip(manager.names, manager.params)}, self.overrides, "weight"
+            counts = {n: p.numel() for n, p in zip(manager.names, manager.params)}
+            if self.biases:  # a layer's weight and bias are one pool: counted under the weight's name
+                counts = {g[0]: sum(counts[n] for n in g) for g in layer_groups(manager.names).values()}
+            return counts, self.overrides, "weight"
         counts = {g.name: g.size for g in self.layout.groups}  # an override naming any producer sets its group's
         return counts, {re.escape(self.layout.of[n]): f for n, f in self.layer_fractions.items()
                         if n in self.layout.of}, "unit"
@@ -62,8 +66,9 @@ def make_plan(cfg: Config, data: Any, model: nn.Module, manager: MaskManager) ->
 
         fraction = fraction_for_density(p.target_density, cfg.ticket.rounds)
     overrides = dict(p.overrides)
-    if p.output_fraction is not None:
-        overrides = {re.escape(manager.names[-1]): p.output_fraction, **overrides}
+    if p.output_fraction is not None:  # the last layer's weight (its bias, with pruning.biases, is pooled with it)
+        last = layer_groups(manager.names)[layer_of(manager.names[-1])][0]
+        overrides = {re.escape(last): p.output_fraction, **overrides}
     matched = match_overrides(manager.names, overrides)  # a key matching no layer fails here, before training
     step = rewind_step(cfg, data.steps_per_epoch)
     if step >= t.max_steps:
@@ -84,7 +89,7 @@ def make_plan(cfg: Config, data: Any, model: nn.Module, manager: MaskManager) ->
         reset_seed=cfg.ticket.reset_seed if cfg.ticket.reset_seed is not None else cfg.seed + 1, layout=layout,
         world=launch_world(t), writer=is_writer(t.strategy, t.devices, t.num_nodes, t.accelerator),
         example=example, flops_dense=structured.flops(model, example)["flops_dense"],
-        optimizer=amp_safe_optimizer(cfg.optimizer, t.precision, t.gradient_clip_val),
+        optimizer=amp_safe_optimizer(cfg.optimizer, t.precision, t.gradient_clip_val), biases=p.biases,
     )
 
 

@@ -89,7 +89,8 @@ class Lineage:
         self.data.setup("fit")
         self.model: nn.Module = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes, **cfg.model.args)
         reinitialize(self.model, derive_seed(cfg.seed, "init"))
-        self.manager = MaskManager(self.model, cfg.pruning.include, cfg.pruning.exclude, mask0=_value(cfg.ticket.mask0))
+        self.manager = MaskManager(self.model, cfg.pruning.include, cfg.pruning.exclude, mask0=_value(cfg.ticket.mask0),
+                                   biases=cfg.pruning.biases)
         self.plan: Plan = make_plan(cfg, self.data, self.model, self.manager)
         self.kind.prepare(self)
         self.distiller = distiller_for(cfg, self.data)  # train.distill (lth.distill): an explicit teacher loads here

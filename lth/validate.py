@@ -99,6 +99,14 @@ def _validate_structured(cfg: Config) -> None:
     from lth.pruning import GROUP_NORMS
 
     p, tk = cfg.pruning, cfg.ticket
+    if p.biases:
+        other = [why for why, on in (
+            ("pruning.granularity=neuron", getattr(p.granularity, "value", p.granularity) == "neuron"),
+            ("pruning.at_init=true", p.at_init), (f"supermask.method={cfg.supermask.method}", cfg.supermask.method),
+            ("gradual.final_density", cfg.gradual.final_density is not None)) if on]
+        if other:
+            raise ValueError(f"pruning.biases=true ranks each layer's bias with its weights in iterative pruning and "
+                             f"its branches; it does not apply with {other[0]}: set pruning.biases=false")
     if p.max_group_ratio is not None and not 0.0 < p.max_group_ratio <= 1.0:
         raise ValueError(f"pruning.max_group_ratio must be in (0, 1] (the most of a group's channels ever removed) or "
                          f"null, got {p.max_group_ratio}")

@@ -24,11 +24,12 @@ SETTINGS = ("ticket.rounds=7", "pruning.fraction=0.5", "pruning.output_fraction=
 QUICK_SETTINGS = ("ticket.rounds=2", "pruning.fraction=0.5", "pruning.output_fraction=0.25")
 
 
-def zhou_job(seed: int, rule: str, reset: str, mask0: str, quick: bool, **labels: str) -> Job:
-    """One IMP lineage (criterion `rule`) of the criteria / signs studies; shared folders, so shared ones run once."""
-    return Job(f"{rule}_{reset}_{mask0}/seed{seed}",
+def zhou_job(seed: int, rule: str, reset: str, mask0: str, quick: bool, lr: float | None = None, **labels) -> Job:
+    """One IMP lineage (criterion `rule`; `lr`: another Adam learning rate than the preset's) of the criteria, signs
+    and criteria-lr studies; shared folders, so shared ones run once."""
+    return Job(f"{rule}_{reset}_{mask0}{'' if lr is None else f'_lr{lr:g}'}/seed{seed}",
                (f"seed={seed}", f"pruning.criterion={rule}", f"ticket.reset={reset}", f"ticket.mask0={mask0}",
-                *(QUICK_SETTINGS if quick else SETTINGS)),
+                *(QUICK_SETTINGS if quick else SETTINGS), *(() if lr is None else (f"optimizer.lr={lr:g}",))),
                {"seed": seed, **labels})
 
 

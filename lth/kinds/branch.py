@@ -56,7 +56,9 @@ class BranchKind(Kind):
             snapshots = src.load_snapshots()
             for tag, state in snapshots.get("snapshots", {}).items():
                 check_state(state, lineage.model.state_dict(), f"its snapshots.pt ({tag})")
+            mask0 = manager.mask0  # the branch's own ticket.mask0, not its source's
             manager.load_state_dict(snapshots)
+            manager.mask0 = mask0
             masks = src.load_mask(k)
             check_masks(masks, {n: p.shape for n, p in zip(manager.names, manager.params)})
         except (ValueError, KeyError) as e:

@@ -48,8 +48,9 @@ class Collapse:
 
 
 def empty_layers(masks: Mapping[str, Tensor]) -> list[str]:
-    """The layers of `masks` with no kept weight, in mask order."""
-    return [n for n, m in masks.items() if not bool(m.any())]
+    """The layers of `masks` with no kept weight, in mask order (a prunable bias left empty is no collapse: its layer
+    still computes from its weights)."""
+    return [n for n, m in masks.items() if not n.endswith("bias") and not bool(m.any())]
 
 
 PLAIN_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -92,8 +92,13 @@ def expected_counts(counts: Mapping[str, int], fraction: float, rounds: int,
 
 @torch.no_grad()
 def select(scores: Mapping[str, Tensor], masks: Mapping[str, Tensor], fraction: float, scope: str = "layerwise",
-           overrides: Mapping[str, float] | None = None) -> dict[str, Tensor]:
-    """New masks removing `fraction` of the remaining weights with the lowest scores (inputs are not modified)."""
+           overrides: Mapping[str, float] | None = None,
+           groups: Mapping[str, Sequence[str]] | None = None) -> dict[str, Tensor]:
+    """New masks removing `fraction` of the remaining weights with the lowest scores (inputs are not modified).
+
+    `groups` (layer → its prunables, e.g. a weight and its bias): each group is selected as one pool (its members'
+    flattened scores concatenated in the given order) at the fraction of its first member an override names; None:
+    every prunable is its own group."""
     _check_fraction(fraction)
     if scope not in SCOPES:
         raise ValueError(f"unknown scope '{scope}'; valid choices: {', '.join(SCOPES)}")
@@ -111,13 +116,18 @@ def select(scores: Mapping[str, Tensor], masks: Mapping[str, Tensor], fraction: 
     dtype = functools.reduce(torch.promote_types, dtypes) if dtypes else torch.float32
     flat_s = {n: scores[n].reshape(-1).to(dtype) for n in names}
     flat_m = {n: masks[n].reshape(-1).to(torch.bool) for n in names}
+    layers = [list(g) for g in groups.values()] if groups is not None else [[n] for n in names]
+    if sorted(n for g in layers for n in g) != sorted(names):
+        raise ValueError(f"groups must hold every layer exactly once: {layers} vs {names}")
+    own = {i: next((per_layer[n] for n in g if n in per_layer), None) for i, g in enumerate(layers)}
     new: dict[str, Tensor] = {}
-    pool = [n for n in names if n not in per_layer] if scope == "global" else []
-    for n in names:
-        if n in pool:
+    pool = [n for i, g in enumerate(layers) if own[i] is None for n in g] if scope == "global" else []
+    for i, g in enumerate(layers):
+        if scope == "global" and own[i] is None:
             continue
-        k = removal_count(per_layer.get(n, fraction), int(torch.count_nonzero(flat_m[n])))
-        new[n] = remove_lowest([flat_s[n]], k, [flat_m[n]])[0]
+        frac = fraction if own[i] is None else own[i]
+        k = removal_count(frac, sum(int(torch.count_nonzero(flat_m[n])) for n in g))
+        new.update(zip(g, remove_lowest([flat_s[n] for n in g], k, [flat_m[n] for n in g])))
     if pool:
         k = removal_count(fraction, sum(int(torch.count_nonzero(flat_m[n])) for n in pool))
         new.update(zip(pool, remove_lowest([flat_s[n] for n in pool], k, [flat_m[n] for n in pool])))

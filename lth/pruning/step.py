@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lth.masks import layer_groups
+from lth.pruning.collapse import empty_layers
 from lth.pruning.criteria import score
 from lth.pruning.groups import group_scores, norm_weights, select_groups
 from lth.pruning.select import select
@@ -29,8 +31,9 @@ def prune_step(r: int, pruning: Any, fraction: float, overrides: Mapping[str, fl
                             max_ratio=getattr(pruning, "max_group_ratio", None))
     else:
         scores = score(pruning.criterion, w_init, w_final, generator=generator, masks=masks)
-        new = select(scores, masks, fraction, scope=scope, overrides=overrides)
-    emptied = [n for n, m in new.items() if not bool(m.any())]
+        groups = layer_groups(masks) if getattr(pruning, "biases", False) else None
+        new = select(scores, masks, fraction, scope=scope, overrides=overrides, groups=groups)
+    emptied = empty_layers(new)
     if emptied:
         warnings.warn(f"round {r}: layers {emptied} keep no weights (layer collapse)", RuntimeWarning, stacklevel=3)
     return new

@@ -53,23 +53,30 @@ def tickets(tmp_path_factory, data_root):
     return out, page, oneshot, stamps
 
 
-def test_tickets_lineages_controls_and_page(tickets):
+def test_tickets_both_setups_lineages_random_mask_branches_and_page(tickets):
     out, page, _, _ = tickets
-    assert lineages(out) >= {f"seed{s}/{v}" for s in (0, 1) for v in ("imp", "random_mask_r02", "random_reinit_r02")}
+    assert lineages(out) >= {f"{setup}/seed{s}/{v}" for setup in ("ours", "notebook") for s in (0, 1)
+                             for v in ("imp", "random_mask_r02")}
     for s in (0, 1):
-        imp = records(out / f"seed{s}/imp")
-        assert sorted(imp) == [0, 1, 2]
-        ticket = masks(out / f"seed{s}/imp", 2)
-        same = branch_mask(out / f"seed{s}/random_reinit_r02")
-        shuffled = branch_mask(out / f"seed{s}/random_mask_r02")
-        assert all(torch.equal(same[n], ticket[n]) for n in ticket)  # random reinit: the ticket's own mask
-        assert all(int(shuffled[n].sum()) == int(ticket[n].sum()) for n in ticket)  # same per-layer counts ...
-        assert not torch.equal(shuffled["hidden.0.weight"], ticket["hidden.0.weight"])  # ... elsewhere
-        # 20% of the hidden layer per round: 2048 − round(409.6) = 1638 − round(327.6) = 1310;
-        # 10% of the output layer: 320 − 32 = 288 − round(28.8) = 259
-        assert int(ticket["hidden.0.weight"].sum()) == 1310 and int(ticket["output.weight"].sum()) == 259
-    for header in ("### Test accuracy at the end of training (%)", "### Early-stop step",
-                   "| density % | ticket | random mask | random reinit |", "| density % | ticket − random mask |"):
+        for setup in ("ours", "notebook"):
+            assert sorted(records(out / f"{setup}/seed{s}/imp")) == [0, 1, 2]
+            (branch,) = records(out / f"{setup}/seed{s}/random_mask_r02").values()
+            assert branch["seed"] == s and branch["reset"] == "rewind"  # paired with its lineage by seed, on θ0
+        ours, nb = masks(out / f"ours/seed{s}/imp", 2), masks(out / f"notebook/seed{s}/imp", 2)
+        # ours: half of the hidden layer per round, the output layer at half that rate, weights only:
+        # 2048 → 1024 → 512; 320 → 240 → 180
+        assert list(ours) == ["hidden.0.weight", "output.weight"]
+        assert int(ours["hidden.0.weight"].sum()) == 512 and int(ours["output.weight"].sum()) == 180
+        # the notebook's: every layer's weight + bias as one pool, the output layer at the same rate:
+        # 2048 + 32 → 1040 → 520; 320 + 10 → 165 → 165 − round_half_even(82.5) = 83
+        assert int(nb["hidden.0.weight"].sum() + nb["hidden.0.bias"].sum()) == 520
+        assert int(nb["output.weight"].sum() + nb["output.bias"].sum()) == 83
+        shuffled = branch_mask(out / f"notebook/seed{s}/random_mask_r02")
+        assert all(int(shuffled[n].sum()) == int(nb[n].sum()) for n in nb)  # same per-tensor counts, biases too ...
+        assert not torch.equal(shuffled["hidden.0.weight"], nb["hidden.0.weight"])  # ... elsewhere
+    for header in ("## ours: `experiment=smoke`", "## notebook: `experiment=smoke`", "### Test accuracy at the end of training (%)",
+                   "### Best test accuracy over the evaluations", "| density % | ours: ticket | ours: random mask |",
+                   "| density % | notebook: random mask − notebook: ticket |"):
         assert header in page
     assert "<!-- results:start -->" in page and "![Lottery tickets" in page
 
@@ -95,14 +102,30 @@ def test_criteria_and_signs_share_the_rewind_lineage(tmp_path, data_root):
     signs = script("signs", tmp_path, data_root, out, "--variants", "rewind", "signed_constant",
                    "rewind, pruned frozen at θ0")
     assert (out / "large_final_rewind_zero/seed0/round_02/trained.pt").stat().st_mtime_ns == stamp
-    assert lineages(out) == {f"{c}/seed{s}" for s in (0, 1) for c in (
-        "large_final_rewind_zero", "small_final_rewind_zero", "large_final_signed_constant_zero",
-        "large_final_rewind_freeze_init")}
+    # every reset is a branch of the one rewind lineage per seed, at its rounds 1 and 2 (quick): no other lineage
+    assert lineages(out) == {f"{c}/seed{s}" for s in (0, 1) for c in ("large_final_rewind_zero",
+                                                                      "small_final_rewind_zero")} | {
+        f"signs/{v}/seed{s}_r0{r}" for s in (0, 1) for r in (1, 2) for v in ("signed_constant_zero",
+                                                                              "rewind_freeze_init")}
     big, small = masks(out / "large_final_rewind_zero/seed0", 1), masks(out / "small_final_rewind_zero/seed0", 1)
     kept = big["hidden.0.weight"] & small["hidden.0.weight"]
     assert int(kept.sum()) == 0  # keep the largest half vs the smallest half of the same trained layer
     assert "| density % | large_final | small_final |" in page
+    for s in (0, 1):
+        lineage = out / f"large_final_rewind_zero/seed{s}"
+        init = RunFolder(lineage, writer=False).load_snapshots()["snapshots"]["init"]
+        for r in (1, 2):
+            mask = masks(lineage, r)
+            for v in ("signed_constant_zero", "rewind_freeze_init"):
+                branch = out / f"signs/{v}/seed{s}_r0{r}"
+                (rec,) = records(branch).values()
+                assert rec["seed"] == s and rec["round"] == r  # paired with its lineage's round r by seed
+                assert all(torch.equal(branch_mask(branch)[n], mask[n]) for n in mask)  # the lineage's own mask
+            frozen = RunFolder(out / f"signs/rewind_freeze_init/seed{s}_r0{r}", writer=False).load_trained(r)
+            w = "hidden.0.weight"
+            assert torch.equal(frozen[w][~mask[w]], init[w][~mask[w]])  # pruned weights frozen at θ0
     assert "| density % | rewind | signed_constant | rewind, pruned frozen at θ0 |" in signs
+    assert "| density % | signed_constant − rewind | rewind, pruned frozen at θ0 − rewind |" in signs
 
 
 def test_late_rewind_stores_theta_k_and_branches_the_theta0_masks(tmp_path, data_root):
@@ -118,3 +141,16 @@ def test_late_rewind_stores_theta_k_and_branches_the_theta0_masks(tmp_path, data
     branch = branch_mask(out / "seed0/random_reinit_r02")
     assert all(torch.equal(branch[n], m) for n, m in masks(out / "seed0/rewind_k0", 2).items())
     assert "| density % | rewind to θ0 | rewind to θk, k=5 |" in page
+
+
+def test_criteria_lr_runs_the_pair_at_each_lr_and_reports_how_far_weights_move(tmp_path, data_root):
+    out = tmp_path / "zhou"
+    page = script("criteria_lr", tmp_path, data_root, out, "--lrs", "0.02", "0.002")
+    assert lineages(out) == {f"{c}/seed{s}" for s in (0, 1) for c in (
+        "large_final_rewind_zero", "large_init_large_final_rewind_zero",
+        "large_final_rewind_zero_lr0.002", "large_init_large_final_rewind_zero_lr0.002")}
+    cfg = (out / "large_final_rewind_zero_lr0.002/seed0/config.yaml").read_text()
+    assert "lr: 0.002" in cfg
+    # round 0 of both criteria is the same dense run: the same movement, and a paired difference of exactly 0
+    assert "### How far training moves the kept weights" in page
+    assert "| density % | large_init_large_final, lr 0.02 − large_final, lr 0.02 |" in page

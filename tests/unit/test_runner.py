@@ -159,10 +159,14 @@ def test_config_typos_and_wrong_types_are_rejected_by_the_schema():
         compose_config(["pruning.scope=sideways"])
 
 
-@pytest.mark.parametrize("experiment", ["smoke", "lth_mnist1d", "lth_lenet_mnist"])
+@pytest.mark.parametrize("experiment", ["smoke", "lth_mnist1d", "lth_lenet_mnist", "lth_mnist1d_notebook"])
 def test_presets_compose(experiment):
     cfg = compose_config([f"experiment={experiment}"])
     assert cfg.name == experiment
+    if experiment == "lth_mnist1d_notebook":  # the MNIST-1D notebook: biases pruned, output at the hidden rate, ...
+        assert (cfg.pruning.biases, cfg.pruning.output_fraction, cfg.pruning.fraction) == (True, None, 0.2)
+        assert (cfg.model.args["init"], cfg.data.val_size, cfg.optimizer["lr"], cfg.trainer.max_steps) == (
+            "kaiming_uniform", 0, 2e-2, 1500)
     if experiment == "lth_lenet_mnist":  # Frankle & Carbin's LeNet-300-100 hyperparameters
         assert (cfg.optimizer["lr"], cfg.data.batch_size, cfg.trainer.max_steps) == (1.2e-3, 60, 50_000)
         assert (cfg.pruning.fraction, cfg.pruning.output_fraction, cfg.data.val_size) == (0.2, 0.1, 5000)

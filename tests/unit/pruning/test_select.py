@@ -266,3 +266,23 @@ def test_remove_lowest_serves_top_mask():
     s = torch.randint(0, 5, (6, 7), generator=g).float()
     for kept in range(s.numel() + 1):
         assert torch.equal(top_mask(s, kept).reshape(-1), sel.remove_lowest([s.reshape(-1)], s.numel() - kept)[0])
+
+
+def test_groups_pool_a_layers_weight_and_bias():
+    """pruning.biases: a layer's weight and bias are one pool. Pool of fc: |w| 0.5, 0.1, 0.3, 0.05 and |b| 0.9, 0.8;
+    half of 6 = 3 go: 0.05, 0.1, 0.3 — all weights (pruned separately, the bias would lose 0.8 and the weight keep 0.3)."""
+    scores = {"fc.weight": torch.tensor([[0.5, 0.1], [0.3, 0.05]]), "fc.bias": t(0.9, 0.8), "out.weight": t(1.0, 2.0)}
+    masks = {n: ones(*s.shape) for n, s in scores.items()}
+    groups = {"fc": ["fc.weight", "fc.bias"], "out": ["out.weight"]}
+    new = select(scores, masks, 0.5, groups=groups)
+    assert kept(new["fc.weight"]) == [0] and kept(new["fc.bias"]) == [0, 1] and kept(new["out.weight"]) == [1]
+    apart = select(scores, masks, 0.5)
+    assert kept(apart["fc.weight"]) == [0, 2] and kept(apart["fc.bias"]) == [0]
+    # an override naming the layer's weight sets the whole pool's fraction: round_half_even(0.25 × 6) = 2 go
+    over = select(scores, masks, 0.5, overrides={"fc": 0.25}, groups=groups)
+    assert kept(over["fc.weight"]) == [0, 2] and kept(over["fc.bias"]) == [0, 1]
+    # global scope: one pool of all 8 scores either way; half = 4 go: 0.05, 0.1, 0.3, 0.5
+    glob = select(scores, masks, 0.5, scope="global", groups=groups)
+    assert kept(glob["fc.weight"]) == [] and kept(glob["fc.bias"]) == [0, 1] and kept(glob["out.weight"]) == [0, 1]
+    with pytest.raises(ValueError, match="exactly once"):
+        select(scores, masks, 0.5, groups={"fc": ["fc.weight"], "out": ["out.weight"]})
