@@ -128,9 +128,15 @@ def test_criteria_and_signs_share_the_rewind_lineage(tmp_path, data_root):
     assert "| density % | signed_constant − rewind | rewind, pruned frozen at θ0 − rewind |" in signs
 
 
-def test_late_rewind_stores_theta_k_and_branches_the_theta0_masks(tmp_path, data_root):
-    out = tmp_path / "late"
-    page = script("late_rewind", tmp_path, data_root, out)
+@pytest.fixture(scope="module")
+def late(tmp_path_factory, data_root):
+    tmp = tmp_path_factory.mktemp("late")
+    out = tmp / "late"
+    return out, script("late_rewind", tmp, data_root, out)
+
+
+def test_late_rewind_stores_theta_k_and_branches_the_theta0_masks(late):
+    out, page = late
     assert lineages(out) == {f"seed{s}/{v}" for s in (0, 1) for v in ("rewind_k0", "rewind_k5", "random_reinit_r02")}
     snaps = torch.load(out / "seed0/rewind_k5/snapshots.pt", weights_only=False)
     theta0, theta_k = snaps["snapshots"]["init"], snaps["snapshots"]["rewind"]
@@ -154,3 +160,33 @@ def test_criteria_lr_runs_the_pair_at_each_lr_and_reports_how_far_weights_move(t
     # round 0 of both criteria is the same dense run: the same movement, and a paired difference of exactly 0
     assert "### How far training moves the kept weights" in page
     assert "| density % | large_init_large_final, lr 0.02 − large_final, lr 0.02 |" in page
+
+
+def test_late_rewind_resumes_the_schedule_and_prunes_four_preset_steps_a_round(late):
+    """θk rounds train T − k steps from step k of the schedule; a round removes 59.04% of each hidden layer and
+    34.39% of the output layer (four of the preset's 20% / 10% steps); the page says which schedule, pairs by seed."""
+    out, page = late
+    for s in (0, 1):
+        k0, k5 = records(out / f"seed{s}/rewind_k0"), records(out / f"seed{s}/rewind_k5")
+        assert [k0[r]["train_steps"] for r in (0, 1, 2)] == [20, 20, 20]  # lth.reproduce's quick max_steps T
+        assert [k5[r]["train_steps"] for r in (0, 1, 2)] == [20, 15, 15]  # T − k
+        assert [k5[r].get("schedule_start") for r in (1, 2)] == [5, 5] and "schedule_start" not in k0[1]
+        for lineage in ("rewind_k0", "rewind_k5"):
+            m = masks(out / f"seed{s}/{lineage}", 2)
+            # smoke MLP 64-32-10: 2048 − round(1209.14) = 839 − round(495.35) = 344; 320 − round(110.05) = 210 −
+            # round(72.22) = 138
+            assert int(m["hidden.0.weight"].sum()) == 344 and int(m["output.weight"].sum()) == 138
+    assert ("Round 0 trained T = 20 steps. Rounds rewound to θk: k = 5: `ticket.rewind_schedule=resume`, every pruned "
+            "round trained 15 steps with its lr schedule starting at step 5 of round 0's.") in page
+    assert "| density % | rewind to θ0 − random reinit | rewind to θk, k=5 − random reinit |" in page
+    assert "| density % | rewind to θk, k=5 − rewind to θ0 |" in page
+    verdicts = ("agree", "opposite", "inconclusive")
+    for header in ("### Rewound minus random reinit at the same density, end of training",
+                   "### θk minus θ0 at the same density, early stop"):
+        table = page.split(header)[1].split("###")[0]
+        rows = [line for line in table.splitlines() if line.startswith("| ") and "density" not in line
+                and "---" not in line]
+        assert rows and all(any(v in line.rsplit("|", 2)[-2] for v in verdicts) for line in rows)
+    reinit = page.split("### Rewound minus random reinit at the same density, end of training")[1].split("###")[0]
+    row = next(line for line in reinit.splitlines() if line.startswith("| ") and "<br>" in line)
+    assert not any(v in row.split("|")[2] for v in verdicts)  # θ0 vs random reinit: no direction claimed
