@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,32 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
 def _records(path: str | os.PathLike) -> Iterator[bytes]:
-    data = Path(path).read_bytes()
+    yield from _parse(_complete(path))
+
+
+def _complete(path: str | os.PathLike, timeout: float = 60.0) -> bytes:
+    """The file's bytes once its `exit` record is on disk: W&B's service may still be writing the log for a moment
+    after `wandb.finish()` returns (seen on a loaded machine: a file read back without even its `run` record)."""
+    from wandb.proto import wandb_internal_pb2
+
+    deadline = time.monotonic() + timeout
+    while True:
+        data = Path(path).read_bytes()
+        if len(data) >= 4 and data[:4] != b":W&B":
+            raise ValueError(f"{path} is not a W&B transaction log")
+        for raw in _parse(data) if len(data) >= _HEADER else ():
+            rec = wandb_internal_pb2.Record()
+            rec.ParseFromString(raw)
+            if rec.WhichOneof("record_type") == "exit":
+                return data
+        if time.monotonic() > deadline:
+            raise ValueError(f"{path}: no exit record after {timeout:.0f} s: the run was not finished")
+        time.sleep(0.2)
+
+
+def _parse(data: bytes) -> Iterator[bytes]:
     if data[:4] != b":W&B":
-        raise ValueError(f"{path} is not a W&B transaction log")
+        raise ValueError("not a W&B transaction log")
     pos, parts = _HEADER, []
     while pos + _HEADER <= len(data):
         left = _BLOCK - pos % _BLOCK

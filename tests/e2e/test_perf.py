@@ -99,19 +99,22 @@ def test_ticket_module_fast_attribute_path_keeps_module_registration():
 
 
 def test_step_overhead_regression_guard():
-    """A short LeNet round stays under 1.6x a raw loop's per-step time (the real figure lives in scripts/bench.py)."""
+    """A short LeNet round: lth's own cost stays under 1.25x the bare LightningModule's step (same optimizer, same
+    progress display), and the whole stack under 1.8x a raw loop's (the real figures live in scripts/bench.py)."""
     from dataclasses import replace
 
     from benchmarks.common import torch_threads
     from benchmarks.step import STEP_CASES, step_suite
 
-    case = replace(STEP_CASES["lenet_300_100"], steps=300, eval_every=100, contenders=("raw", "lth"))
-    ratios = []
-    for _ in range(3):  # a busy machine only ever makes a run slower: one clean measurement under the bound suffices
+    case = replace(STEP_CASES["lenet_300_100"], steps=300, eval_every=100, contenders=("raw", "lightning", "lth"))
+    floors, raws = [], []
+    for _ in range(3):  # a busy machine only ever makes a run slower: one clean measurement under the bounds suffices
         with torch_threads(1):
-            result = step_suite({"lenet": case}, torch.device("cpu"), repeats=3, warmup=1)
-        ratios.append(result["lenet"]["judged_ratio"]["lth"])
-        print(f"step overhead {ratios[-1]:.3f}x")
-        if ratios[-1] <= 1.6:
+            result = step_suite({"lenet": case}, torch.device("cpu"), repeats=3, warmup=1)["lenet"]
+        floors.append(result["floor_ratio"]["lth"])
+        raws.append(result["judged_ratio"]["lth"])
+        print(f"step overhead {floors[-1]:.3f}x the Lightning floor, {raws[-1]:.3f}x the raw loop")
+        if floors[-1] <= 1.25 and raws[-1] <= 1.8:
             break
-    assert min(ratios) <= 1.6, f"lth's masked step is {min(ratios):.2f}x the raw loop (bound 1.6x): {ratios}"
+    assert min(floors) <= 1.25, f"lth's step is {min(floors):.2f}x the bare LightningModule's (bound 1.25x): {floors}"
+    assert min(raws) <= 1.8, f"lth's masked step is {min(raws):.2f}x the raw loop (bound 1.8x): {raws}"
