@@ -1,11 +1,13 @@
 """Mask criteria (Zhou et al. 2019): IMP with each criterion, rewound to θ0, along the same density trajectory.
 
-    python scripts/repro_criteria.py                     # MNIST-1D, 7 criteria × 3 seeds: ~17 min on 2 cores
+    python scripts/repro_criteria.py                     # MNIST-1D, 7 criteria × 5 seeds: ~30 min on 2 idle cores
     python scripts/repro_criteria.py --experiment lth_lenet_mnist data.root=/path/to/mnist
 
 Per criterion and seed one lineage: 7 rounds of 50% of each hidden layer (output layer 25%), 1,000 steps each
 (MNIST-1D's validation loss bottoms out near step 200–300), density 100% → 1.0%. The lineage of `large_final` is the
-one scripts/repro_signs.py uses for `rewind` (same folder under the shared default --out, trained once).
+one scripts/repro_signs.py uses for `rewind` (same folder under the shared default --out, trained once). Each
+criterion is compared with `random` at the same density, paired by seed, in the direction Zhou et al. found: the
+criteria that keep large (or growing) weights above random, the two that keep small weights below it.
 Writes docs/results/criteria.md (+ .png).
 """
 
@@ -17,6 +19,10 @@ from pathlib import Path
 from lth.analysis import density_report
 from lth.reproduce import Job, study_main
 
+CONTROL = "random"
+# Zhou et al. 2019, Fig. 2: +1 above the random mask, −1 below it
+DIRECTION = {"large_final": 1, "magnitude_increase": 1, "movement": 1, "large_init_large_final": 1, "small_final": -1,
+             "small_init_small_final": -1}
 CRITERIA = ("large_final", "magnitude_increase", "movement", "large_init_large_final", "random", "small_final",
             "small_init_small_final")
 # Zhou's setting here: 50% per round of each hidden layer, the output layer at half that rate
@@ -43,7 +49,9 @@ def jobs(args: argparse.Namespace, out: Path) -> list[Job]:
 
 
 def report(df, args: argparse.Namespace):
-    return density_report(df, "criterion", args.criteria, "Mask criteria, IMP rewound to θ0")
+    control = CONTROL if CONTROL in args.criteria else None
+    return density_report(df, "criterion", args.criteria, "Mask criteria, IMP rewound to θ0", control=control,
+                          direction=DIRECTION)
 
 
 if __name__ == "__main__":
