@@ -88,3 +88,11 @@ def fmt(iv: Interval, scale: float = 100.0, digits: int = 1, sign: bool = False,
     if iv.n == 1:
         return f(scale * iv.mean)
     return f"{f(scale * iv.mean)} ± {scale * iv.std:.{digits}f}{sep}[{f(scale * iv.lo)}, {f(scale * iv.hi)}]"
+
+
+def side(iv: Interval, bound: float) -> str:
+    """"below" when the interval lies under `bound`, "above" when it lies over it, "unclear" when it contains it (or
+    has fewer than two values)."""
+    if iv.n < 2 or math.isnan(iv.lo) or math.isnan(iv.hi):
+        return "unclear"
+    return "below" if iv.hi < bound else "above" if iv.lo > bound else "unclear"

@@ -1,7 +1,7 @@
 """Pruning at initialisation (SNIP, GraSP, SynFlow, magnitude at init, random) vs IMP tickets and gradual magnitude
 pruning, and the "missing the mark" sanity checks (Frankle et al. 2021).
 
-    python scripts/repro_pruning_at_init.py --workers 3  # MNIST-1D MLP and CNN + digits, 3 seeds: ~35 min on 2 busy cores
+    python scripts/repro_pruning_at_init.py --workers 3  # MNIST-1D MLP and CNN + digits, 5 seeds: ~40 min on 2 idle cores
     python scripts/repro_pruning_at_init.py --quick --seeds 0    # seconds: checks the pipeline, not the claim
 
 Per network (pai_mlp_mnist1d, pai_digits, pai_cnn1d_mnist1d presets; --networks chooses) and seed:
@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lth.analysis import markdown, mean_std, percent_log_axis, subplots
+from lth.analysis import markdown, mean_std, paired_cell, percent_log_axis, subplots
 from lth.reproduce import Job, parser, resolve_outputs, run_study
 
 NAME = "pruning_at_init"
@@ -40,6 +40,9 @@ SANITY = ("shuffle", "invert", "reinit")
 ABLATION_NETWORK = "mlp_mnist1d"
 ABLATION_POWERS = (3, 5)
 ABLATION_SOURCES = ("synflow", "imp")
+CONTROL = "random"  # every method is compared with a random mask of the same density (Frankle et al. 2021's baseline)
+# Frankle et al. 2021: the ablations leave pruning-at-init accuracy unchanged (no direction to test), and lower IMP's
+SANITY_DIRECTION = {"imp": -1}
 
 
 def nominal(r: int) -> float:
@@ -149,6 +152,17 @@ def report(df, args: argparse.Namespace) -> tuple[str, object]:
             table.append([_pct(d), *(mean_std(at[at["method"] == m]["test_acc"]) for m in methods)])
         parts += [f"### {net}: test accuracy at the end of training (%), dense {mean_std(dense)}",
                   markdown(["density %", *methods], table)]
+        if CONTROL in methods:
+            others = [m for m in methods if m != CONTROL]
+            gaps = []
+            for d in sorted(set(sub[sub["power"] >= 2]["nominal %"]), reverse=True):
+                at = sub[sub["nominal %"] == d]
+                ref = at[at["method"] == CONTROL]
+                gaps.append([_pct(d), *(paired_cell(at[at["method"] == m], ref, "test_acc", direction=+1)
+                                        for m in others)])
+            parts += [(f"{net}, each method minus `{CONTROL}` at the same density, paired by seed (percentage points; "
+                       "agree: the 95% interval lies above 0):"),
+                      markdown(["density %", *(f"{m} − {CONTROL}" for m in others)], gaps)]
     # collapses: how many runs of each method (all networks, all seeds) kept no input→output path or emptied a layer
     col = []
     for d in sorted(set(rows[rows["power"] >= 2]["nominal %"]), reverse=True):
@@ -163,14 +177,15 @@ def report(df, args: argparse.Namespace) -> tuple[str, object]:
         table = []
         for (src, r), grp in san.groupby(["method", "power"], sort=False):
             base = rows[(rows["network"] == grp["network"].iloc[0]) & (rows["method"] == src) & (rows["power"] == r)]
-            base = base.set_index("seed")["test_acc"]
-            cells = [mean_std(base)]
+            cells = [mean_std(base["test_acc"])]
             for check in SANITY:
-                b = grp[grp["sanity"] == check].set_index("seed")["test_acc"]
-                cells.append(f"{mean_std(b)} ({mean_std((b - base).dropna())})")
+                b = grp[grp["sanity"] == check]
+                change = paired_cell(b, base, "test_acc", direction=SANITY_DIRECTION.get(src), sep=" ")
+                cells.append(f"{mean_std(b['test_acc'])} ({change})")
             table.append([src, _pct(round(100 * nominal(int(r)), 2)), *cells])
         parts += [(f"### Sanity checks on {san['network'].iloc[0]}: test accuracy (%) and, in brackets, the change "
-                  "from the unmodified mask (paired by seed, points)"),
+                  "from the unmodified mask (paired by seed, points, with its 95% interval; for IMP, agree: the interval lies "
+                  "below 0, as Frankle et al. found; for pruning at init they found no change)"),
                   markdown(["mask", "density %", "as found", *SANITY], table)]
     return "\n\n".join(parts), figure(rows, nets, methods)
 

@@ -92,3 +92,13 @@ def test_fmt_cells():
 
 def test_fmt_puts_the_interval_after_sep():
     assert fmt(interval([0.60, 0.62, 0.64]), sep="<br>") == "62.0 ± 2.0<br>[57.0, 67.0]"
+
+
+def test_side_of_a_bound():
+    from lth.stats import side
+
+    # [1, 2, 3]: mean 2, std 1, half-width t_{0.975,2}/√3 = 4.303/1.732 = 2.484 → [-0.484, 4.484]
+    iv = interval([1.0, 2.0, 3.0])
+    assert side(iv, 5.0) == "below" and side(iv, -0.5) == "above"
+    assert side(iv, 4.4) == "unclear" and side(iv, -0.4) == "unclear"
+    assert side(interval([1.0]), 5.0) == "unclear"
