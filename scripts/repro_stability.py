@@ -90,7 +90,6 @@ def report(df, args: argparse.Namespace):
         plot_vs_density,
         subplots,
     )
-
     from lth.stats import fmt, interval, paired, side
 
     out = Path(args.out).resolve()
