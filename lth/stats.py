@@ -70,13 +70,10 @@ def verdict(diff: Interval, direction: int) -> str:
     "opposite" when it excludes 0 on the other side, "inconclusive" otherwise (also below two pairs)."""
     if direction not in (1, -1):
         raise ValueError(f"direction must be +1 (a > b expected) or -1 (a < b expected), got {direction!r}")
-    if diff.n < 2 or math.isnan(diff.lo) or math.isnan(diff.hi):
+    where = side(diff, 0.0)
+    if where == "unclear":
         return "inconclusive"
-    if diff.lo > 0:
-        return "agree" if direction == 1 else "opposite"
-    if diff.hi < 0:
-        return "agree" if direction == -1 else "opposite"
-    return "inconclusive"
+    return "agree" if (where == "above") == (direction == 1) else "opposite"
 
 
 def fmt(iv: Interval, scale: float = 100.0, digits: int = 1, sign: bool = False, sep: str = " ") -> str:

@@ -1,6 +1,6 @@
 """Mask criteria (Zhou et al. 2019): IMP with each criterion, rewound to θ0, along the same density trajectory.
 
-    python scripts/repro_criteria.py                     # MNIST-1D, 7 criteria × 5 seeds: ~30 min on 2 idle cores
+    python scripts/repro_criteria.py                     # MNIST-1D, 7 criteria × 5 seeds: 48 min on 2 loaded cores
     python scripts/repro_criteria.py --experiment lth_lenet_mnist data.root=/path/to/mnist
 
 Per criterion and seed one lineage: 7 rounds of 50% of each hidden layer (output layer 25%), 1,000 steps each

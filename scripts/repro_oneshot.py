@@ -1,6 +1,6 @@
 """One-shot vs iterative pruning (Frankle & Carbin 2019) at the same per-layer densities, both rewound to θ0.
 
-    python scripts/repro_oneshot.py                      # MNIST-1D, 5 seeds: ~20 min on 2 idle cores, less after repro_tickets.py
+    python scripts/repro_oneshot.py                      # MNIST-1D, 5 seeds: 69 min on one loaded core
     python scripts/repro_oneshot.py --experiment lth_lenet_mnist data.root=/path/to/mnist
 
 Iterative: the IMP lineages of scripts/repro_tickets.py (20% of each hidden layer per round, output layer 10%); the

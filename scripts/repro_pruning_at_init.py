@@ -1,7 +1,7 @@
 """Pruning at initialisation (SNIP, GraSP, SynFlow, magnitude at init, random) vs IMP tickets and gradual magnitude
 pruning, and the "missing the mark" sanity checks (Frankle et al. 2021).
 
-    python scripts/repro_pruning_at_init.py --workers 3  # MNIST-1D MLP and CNN + digits, 5 seeds: ~40 min on 2 idle cores
+    python scripts/repro_pruning_at_init.py              # MNIST-1D MLP and CNN + digits, 5 seeds: 24 min on 2 cores
     python scripts/repro_pruning_at_init.py --quick --seeds 0    # seconds: checks the pipeline, not the claim
 
 Per network (pai_mlp_mnist1d, pai_digits, pai_cnn1d_mnist1d presets; --networks chooses) and seed:

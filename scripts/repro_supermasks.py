@@ -1,6 +1,6 @@
 """Supermasks of a random network (Zhou et al. 2019; Ramanujan et al. 2020): a mask alone makes untrained weights classify.
 
-    python scripts/repro_supermasks.py                   # digits MLP 64-128-10, 5 seeds, 145 lineages: ~3 min on 2 idle cores
+    python scripts/repro_supermasks.py                   # digits MLP 64-128-10, 5 seeds, 145 lineages: 5 min on one loaded core
     python scripts/repro_supermasks.py --data-root /path/to/mnist data=mnist model.args.hidden=[300,100]  # Zhou's FC
     python scripts/repro_supermasks.py --data-root /path/to/cifar10 data=cifar10 model=conv4 '~model.args.hidden' \
         trainer.max_steps=20000 --source-steps 20000     # Conv4 on CIFAR-10 (hours on a CPU)

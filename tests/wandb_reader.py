@@ -16,12 +16,8 @@ _HEADER = 7  # record header: crc32 (4) length (2) type (1); the file starts wit
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
-def _records(path: str | os.PathLike) -> Iterator[bytes]:
-    yield from _parse(_complete(path))
-
-
-def _complete(path: str | os.PathLike, timeout: float = 60.0) -> bytes:
-    """The file's bytes once its `exit` record is on disk: W&B's service may still be writing the log for a moment
+def _records(path: str | os.PathLike, timeout: float = 60.0) -> list[bytes]:
+    """The log's records once its `exit` record is on disk: W&B's service may still be writing the log for a moment
     after `wandb.finish()` returns (seen on a loaded machine: a file read back without even its `run` record)."""
     from wandb.proto import wandb_internal_pb2
 
@@ -30,19 +26,19 @@ def _complete(path: str | os.PathLike, timeout: float = 60.0) -> bytes:
         data = Path(path).read_bytes()
         if len(data) >= 4 and data[:4] != b":W&B":
             raise ValueError(f"{path} is not a W&B transaction log")
-        for raw in _parse(data) if len(data) >= _HEADER else ():
+        records = list(_parse(data))
+        for raw in reversed(records):  # the exit record sits at the end: usually one parse
             rec = wandb_internal_pb2.Record()
             rec.ParseFromString(raw)
             if rec.WhichOneof("record_type") == "exit":
-                return data
+                return records
         if time.monotonic() > deadline:
             raise ValueError(f"{path}: no exit record after {timeout:.0f} s: the run was not finished")
         time.sleep(0.2)
 
 
 def _parse(data: bytes) -> Iterator[bytes]:
-    if data[:4] != b":W&B":
-        raise ValueError("not a W&B transaction log")
+    """The payloads of a W&B transaction log's bytes (a LevelDB-style log; a torn last record is left out)."""
     pos, parts = _HEADER, []
     while pos + _HEADER <= len(data):
         left = _BLOCK - pos % _BLOCK
