@@ -201,11 +201,18 @@ def run(
     threads: int | None = None,
     pruning_threads: int | None = None,
     deterministic: bool = True,
+    cases: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the chosen sections and return the results (with `targets`)."""
+    """Run the chosen sections (the step section: only `cases`, when given) and return the results (with `targets`)."""
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown benchmark section(s) {unknown}; valid choices: {', '.join(SECTIONS)}")
+    step_cases = QUICK_STEP_CASES if quick else STEP_CASES
+    unknown = sorted(set(cases or ()) - set(step_cases))
+    if unknown:
+        raise ValueError(f"unknown step case(s) {unknown}; valid choices: {', '.join(step_cases)}")
+    if cases:
+        step_cases = {k: v for k, v in step_cases.items() if k in cases}
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -230,7 +237,7 @@ def run(
     if quick and "imports" in sections:
         early["imports"] = start_import_probe(threads)
     if "step" in sections:
-        results["step"] = step_suite(QUICK_STEP_CASES if quick else STEP_CASES, dev, repeats, warmup, deterministic)
+        results["step"] = step_suite(step_cases, dev, repeats, warmup, deterministic)
     if "pruning" in sections:
         with torch_threads(pruning_threads):
             results["pruning"] = pruning_suite(0.125 if quick else 1.0, dev, repeats, warmup)
@@ -254,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (synchronised timers)")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")
     ap.add_argument("--skip", default="", help="comma-separated sections to leave out")
+    ap.add_argument("--cases", default="", help=f"comma-separated step cases (default all: {', '.join(STEP_CASES)})")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (median; default 5, quick 3)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per figure")
     ap.add_argument("--threads", type=int, default=1,
@@ -267,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = [s for s in args.only.split(",") if s and s not in skip]
     try:
         results = run(args.quick, args.device, sections, args.repeats, args.warmup, args.threads, args.pruning_threads,
-                      args.deterministic == "true")
+                      args.deterministic == "true", [c for c in args.cases.split(",") if c])
     except ValueError as e:
         ap.error(str(e))
     if args.out is None:

@@ -50,6 +50,7 @@ NON_SEMANTIC_KEYS = (
     "name",
     "trainer.threads",
     "trainer.checkpoint_every",
+    "trainer.checkpoint_min_interval_s",
     "trainer.log_every_n_steps",
     "logger",
     "data.root",
@@ -153,7 +154,10 @@ class TrainerConfig:
     eval_every: int = 100  # evaluate val + test every this many steps (LTH's early-stop check)
     # which evaluation is the round's early-stop point: lowest val_loss (LTH's) or highest val_acc (lth.early_stop)
     early_stop_metric: str = "val_loss"
-    checkpoint_every: int = 200  # write round_XX/checkpoints/last.ckpt every this many steps (0: never)
+    checkpoint_every: int = 200  # write round_XX/checkpoints/last.ckpt every this many steps (0: never) ...
+    # ... but not within this many seconds of the last one: a small network's 200 steps take a second, and a checkpoint
+    # per second is several percent of its round and a burden on a cluster's shared file system (signals still save)
+    checkpoint_min_interval_s: float = 60.0
     log_every_n_steps: int = 50
     accelerator: str = "cpu"
     devices: Any = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import logging
 import math
 import os
@@ -24,7 +25,7 @@ from torchmetrics import Metric
 
 from lth.early_stop import DEFAULT_RULE, EARLY_STOP_RULES
 from lth.masks import MaskManager
-from lth.metrics import TRAIN_ACC, TRAIN_LOSS, curve
+from lth.metrics import TRAIN_LOSS, curve
 from lth.preempt import AGREE_EVERY, StopSignals
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,14 @@ class RunningAccuracy(Metric):
         return self.correct.float() / self.total.float()
 
 
+# LightningModule hooks whose base implementation does nothing and whose result Lightning does not need; five of them
+# are called at every training step.
+NO_OP_MODULE_HOOKS = (
+    "on_train_batch_start", "on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step",
+    "on_train_epoch_start", "on_train_epoch_end",
+)  # (the evaluation batch hooks stay: Lightning reads their signatures)
+
+
 class TicketModule(pl.LightningModule):
     """Trains any classifier `model`; evaluates val and test together every `eval_every` steps and keeps the history."""
 
@@ -91,6 +100,11 @@ class TicketModule(pl.LightningModule):
         self.history: list[dict[str, float]] = []  # one entry per evaluation: step, val/test loss and accuracy
         self.nonfinite_step: int | None = None
         self.eval_step: int | None = None  # the step an evaluation is recorded at, when not the Trainer's own
+        for name in NO_OP_MODULE_HOOKS:  # not overridden: Lightning skips a non-callable hook (~5 µs a call, per step)
+            if getattr(type(self), name) is getattr(pl.LightningModule, name):
+                self.__dict__[name] = None
+        self._step_loss: Tensor | None = None  # this step's training loss, when the logger writes it
+        self.last_train_loss: Tensor | None = None  # the last training loss written (the progress display shows it)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets `_current_fx_name` around each of its ~15 hook calls per step; a plain string needs none of
@@ -127,16 +141,20 @@ class TicketModule(pl.LightningModule):
         logits = self.model(x)
         loss = F.cross_entropy(logits, y) if self.objective is None else self.objective.loss(logits, batch)
         self.train_acc.update(logits.detach(), y)
-        if self._logs_this_step():  # a tensor goes to the logger: no host sync here
-            self.log(TRAIN_LOSS, loss.detach(), on_step=True, on_epoch=False)
+        if self._logs_this_step():  # kept as a tensor: read after the step, on the steps the logger writes only
+            self._step_loss = loss.detach()
         return loss
 
-    def _logs_this_step(self) -> bool:
-        """Whether the Trainer writes step metrics at this training step (every `log_every_n_steps` steps).
+    def on_train_batch_end(self, *args: Any) -> None:
+        trainer = self._trainer
+        if self._step_loss is None or trainer is None or trainer.fit_loop.epoch_loop._should_accumulate():
+            return
+        self.last_train_loss, self._step_loss = self._step_loss, None
+        self._write({TRAIN_LOSS: self.last_train_loss})
 
-        `self.log` costs up to ~1 ms of Python per call (Lightning moves its whole result record to the value's device),
-        so it is called only on the steps whose value reaches the loggers (Lightning's own rule: step + 1 divisible).
-        """
+    def _logs_this_step(self) -> bool:
+        """Whether the training loss is written at this training step (every `log_every_n_steps` steps, Lightning's
+        rule: step + 1 divisible)."""
         trainer = self._trainer
         if trainer is None:
             return False
@@ -163,14 +181,12 @@ class TicketModule(pl.LightningModule):
         if self.train_acc.update_count:
             entry["train_acc"] = float(self.train_acc.compute())  # over the steps since the last evaluation
             self.train_acc.reset()
-            self.log(TRAIN_ACC, entry["train_acc"])
         for i, split in enumerate(EVAL_SPLITS):
             if self._eval_count[i] == 0:
                 continue
             entry[f"{split}_loss"] = float(self._eval_loss[i]) / self._eval_count[i]
             entry[f"{split}_acc"] = float(self.eval_acc[i].compute())
-            self.log(curve(split, "loss"), entry[f"{split}_loss"], add_dataloader_idx=False)
-            self.log(curve(split, "acc"), entry[f"{split}_acc"], add_dataloader_idx=False)
+        self._write({curve(*k.split("_", 1)): v for k, v in entry.items() if k != "step"})  # val_loss: val/loss
         if self.history and self.history[-1]["step"] == entry["step"]:
             self.history[-1] = entry
         else:
@@ -178,6 +194,22 @@ class TicketModule(pl.LightningModule):
         if not all(math.isfinite(v) for k, v in entry.items() if k.endswith("_loss")):
             self.nonfinite_step = entry["step"]
             self.trainer.should_stop = True
+
+    def _write(self, metrics: dict[str, Any]) -> None:
+        """Hand `metrics` to the Trainer's loggers at the step and with the epoch Lightning's own logging gives them.
+
+        Written directly, not through `self.log`: each of its calls costs ~1–2 ms of Python (Lightning moves its whole
+        result record to the value's device), several percent of a small network's round; lth reads its results from
+        `history`, not from Lightning's callback metrics."""
+        trainer = self._trainer
+        if trainer is None or not trainer.loggers or not metrics or not trainer.is_global_zero:
+            return
+        row = {k: float(v) for k, v in metrics.items()}
+        row["epoch"] = trainer.current_epoch
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        for logger in trainer.loggers:
+            logger.log_metrics(row, step)
+            logger.save()
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.model.parameters())
@@ -221,6 +253,9 @@ ZERO_PRESERVING_OPTIMIZERS: tuple[type, ...] = (torch.optim.SGD, torch.optim.Ada
 class MaskingCallback(pl.Callback):
     """Zeroes pruned gradients before each optimizer step (so clipping sees them masked), re-masks after it when needed.
 
+    In a single process each gradient is zeroed as backward accumulates it (a post-accumulate-grad hook per prunable),
+    under DDP all of them once before the step.
+
     The re-masking pass runs after every step unless the optimizer is one of ZERO_PRESERVING_OPTIMIZERS, mask-0 is
     `zero` and the masks are those of the fit's start; replacing the masks mid-fit (`set_masks`) turns it on, since the
     optimizer state of newly pruned weights is not zero.
@@ -232,6 +267,8 @@ class MaskingCallback(pl.Callback):
         self._unhooked: list[torch.optim.Optimizer] = []
         self._masks: Any = None
         self._changing = False
+        self._grad_hooks: list[Any] = []  # per-prunable post-accumulate-grad hooks (single-process fits)
+        self._factors: list[Tensor] = []  # this step's mask factors, read by those hooks
 
     def expect_mask_changes(self) -> None:
         """Re-mask after every optimizer step of this fit: its masks change during training (gradual pruning), and a
@@ -247,6 +284,16 @@ class MaskingCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.manager.apply()
         self._masks = self.manager.masks
+        if trainer.world_size == 1:
+            # Each gradient is masked the moment backward has accumulated it, while it is still in cache (a pass over
+            # every gradient after backward evicts what the optimizer reads next). Under DDP the reducer's own hooks
+            # copy gradients into its buckets in an order of its own, so there they are masked before the step.
+            self._factors = self.manager.mask_factors()
+            for i, p in enumerate(self.manager.params):
+                if p.requires_grad:  # (frozen weights, e.g. under a supermask, get no gradient)
+                    self._grad_hooks.append(p.register_post_accumulate_grad_hook(functools.partial(self._mask_grad, i)))
+        # one of the two per-step hooks runs (Lightning skips an attribute set to None)
+        setattr(self, "on_before_optimizer_step" if trainer.world_size == 1 else "on_before_backward", None)
         for optimizer in trainer.optimizers:
             if self.manager.mask0 == "zero" and type(optimizer) in ZERO_PRESERVING_OPTIMIZERS and not self._changing:
                 self._unhooked.append(optimizer)
@@ -254,19 +301,42 @@ class MaskingCallback(pl.Callback):
                 self._hook(optimizer)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for h in self._hooks:
+        for h in self._hooks + self._grad_hooks:
             h.remove()
         self._hooks.clear()
+        self._grad_hooks.clear()
         self._unhooked.clear()
+        self._factors = []
+        for name in ("on_before_optimizer_step", "on_before_backward"):
+            self.__dict__.pop(name, None)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.on_fit_end(trainer, pl_module)  # a later fit of the same model must not find this fit's hooks
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        self._factors = self.manager.mask_factors()  # this step's masks (gradual pruning replaces them)
+        self._follow_mask_changes(trainer.optimizers)
+
+    def _mask_grad(self, i: int, param: Tensor) -> None:
+        param.grad.mul_(self._factors[i])
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         self.manager.mask_grads()
-        if self._unhooked and self.manager.masks is not self._masks:
-            for unhooked in self._unhooked:
-                self._hook(unhooked)
-            self._unhooked.clear()
+        self._follow_mask_changes([optimizer])
+
+    def _follow_mask_changes(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Masks replaced during the fit: the optimizer state of newly pruned weights zeroed, and re-masking after
+        every step from now on (see the class docstring)."""
+        if self.manager.masks is self._masks:
+            return
+        self._masks = self.manager.masks
+        for optimizer in optimizers:
+            self.manager.mask_state(optimizer)
+        for unhooked in self._unhooked:
+            self._hook(unhooked)
+        self._unhooked.clear()
 
     def state_dict(self) -> dict[str, Any]:
         return {"manager": self.manager.state_dict()}
@@ -307,8 +377,9 @@ class RNGStateCallback(pl.Callback):
 
 
 class LastCheckpoint(pl.Callback):
-    """Writes `<dirpath>/last.ckpt` atomically every `every_n_steps` optimizer steps, and at the step where a stop was
-    requested (`stop`, a lth.preempt.StopSignals: then raises lth.preempt.Interrupted).
+    """Writes `<dirpath>/last.ckpt` atomically every `every_n_steps` optimizer steps (but not within `min_interval_s`
+    seconds of the last one), and at the step where a stop was requested (`stop`, a lth.preempt.StopSignals: then
+    raises lth.preempt.Interrupted).
 
     At a step followed by an evaluation the checkpoint is written after it, so a resumed round keeps that evaluation
     (Lightning does not redo it). Every rank calls `save` (Lightning's save is collective); rank 0 writes the file.
@@ -318,17 +389,26 @@ class LastCheckpoint(pl.Callback):
     """
 
     def __init__(self, dirpath: str | os.PathLike, every_n_steps: int, stop: StopSignals | None = None,
-                 r: int | None = None, listen: bool = True) -> None:
+                 r: int | None = None, listen: bool = True, min_interval_s: float = 0.0) -> None:
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = every_n_steps
+        self.min_interval_s = min_interval_s
         self.stop = stop if listen else None
         self.r = r
         self._saved_step = -1
+        self._saved_time = 0.0  # when the fit started or the last checkpoint was written (time.monotonic)
         self._eval_every = 0  # the fit's validation interval in batches (0: none), read once when training starts
 
     def _due(self, trainer: pl.Trainer) -> bool:
+        """A periodic checkpoint is due: every `every_n_steps` steps, once `min_interval_s` seconds have passed since
+        the last one (or the fit's start); under DDP rank 0's clock decides for all (the save is collective)."""
         step = trainer.global_step
-        return self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._saved_step
+        if not (self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._saved_step):
+            return False
+        if self.min_interval_s <= 0:
+            return True
+        ready = time.monotonic() - self._saved_time >= self.min_interval_s
+        return bool(trainer.strategy.broadcast(ready, src=0)) if trainer.world_size > 1 else ready
 
     def _stopping(self, trainer: pl.Trainer, evaluated: bool) -> bool:
         """Whether to stop at this step boundary: a pending signal, agreed by every rank under DDP."""
@@ -343,6 +423,7 @@ class LastCheckpoint(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._eval_every = validation_interval(trainer)
+        self._saved_time = time.monotonic()
         if self.stop is not None:
             self.stop.install()  # over the handlers Lightning put in for the fit (they stop without a checkpoint)
 
@@ -376,6 +457,7 @@ class LastCheckpoint(pl.Callback):
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         self._saved_step = trainer.global_step
+        self._saved_time = time.monotonic()
 
 
 @contextlib.contextmanager
@@ -462,7 +544,7 @@ class ProgressCallback(pl.Callback):
         step, total = trainer.global_step, trainer.max_steps
         t0, s0 = self._start
         eta = (now - t0) / (step - s0) * (total - step) if step > s0 else None
-        loss = trainer.callback_metrics.get(TRAIN_LOSS)  # the last logged value, already computed
+        loss = getattr(trainer.lightning_module, "last_train_loss", None)  # the last written value, already computed
         parts = [f"step {step}/{total}", f"loss {float(loss):.4f}" if loss is not None else "",
                  f"ETA {_duration(eta)}" if eta is not None else ""]
         text = "  ".join(p for p in parts if p)

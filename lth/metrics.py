@@ -97,7 +97,8 @@ def run_name(reset: str, criterion: str, seed: int, folder_name: str = "defaults
 # ----- grouping: which config keys tell lines apart (seeds are averaged)
 # config keys (and key prefixes) that never tell groups apart: seeds, names, output folders, logging and launching
 NOT_GROUPING = ("seed", "name", "out_dir", "logger", "launcher", "hydra", "data.root", "data.download",
-                "trainer.threads", "trainer.checkpoint_every", "trainer.log_every_n_steps")
+                "trainer.threads", "trainer.checkpoint_every", "trainer.checkpoint_min_interval_s",
+                "trainer.log_every_n_steps")
 # a key whose last part is one of these, or ends with one of the suffixes, is a seed or a path: never a group
 SEED_OR_PATH = ("seed", "from", "root", "dir", "path", "file")
 SEED_OR_PATH_SUFFIXES = ("_seed", "_dir", "_path", "_file", "_root")

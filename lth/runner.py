@@ -247,8 +247,9 @@ class Lineage:
         return check_collapse(self.model, masks, self.plan.example, self.cfg.pruning.allow_collapse, f"round {r}")
 
     def _callbacks(self, r: int) -> list[pl.Callback]:
-        last = LastCheckpoint(self.folder.checkpoint(r).parent, self.cfg.trainer.checkpoint_every, self.stop, r,
-                              listen=not is_spawn(self.cfg.trainer.strategy))
+        t = self.cfg.trainer
+        last = LastCheckpoint(self.folder.checkpoint(r).parent, t.checkpoint_every, self.stop, r,
+                              listen=not is_spawn(t.strategy), min_interval_s=t.checkpoint_min_interval_s)
         callbacks: list[pl.Callback] = [
             ResumableTrainAccuracy(), MaskingCallback(self.manager), RNGStateCallback(), last,
             *self.kind.callbacks(self, r),

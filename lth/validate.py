@@ -50,6 +50,9 @@ def _validate_values(cfg: Config) -> None:
         raise ValueError(f"trainer.max_steps must be positive, got {t.max_steps}")
     if t.eval_every <= 0:
         raise ValueError(f"trainer.eval_every must be positive, got {t.eval_every}")
+    if t.checkpoint_every < 0 or t.checkpoint_min_interval_s < 0:
+        raise ValueError("trainer.checkpoint_every (steps; 0: never) and trainer.checkpoint_min_interval_s (seconds; 0: "
+                         f"every due step) must be >= 0, got {t.checkpoint_every} and {t.checkpoint_min_interval_s}")
     if t.threads is not None and t.threads < 1:
         raise ValueError(f"trainer.threads must be a positive number of threads or null (torch's default), got {t.threads}")
     if tk.rounds < 0:

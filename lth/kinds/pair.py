@@ -85,7 +85,8 @@ def train_from(lineage: Lineage, where: Path, start: Mapping[str, Tensor], masks
     manager.set_masks(masks)
     data = with_order(lineage.data, order_seed)
     module = TicketModule(model, schedule.optimizer, data.num_classes, schedule.scheduler)
-    last = LastCheckpoint(where / "checkpoints", cfg.trainer.checkpoint_every, lineage.stop, r)
+    last = LastCheckpoint(where / "checkpoints", cfg.trainer.checkpoint_every, lineage.stop, r,
+                          min_interval_s=cfg.trainer.checkpoint_min_interval_s)
     ckpt = last.path if last.path.exists() else None
     trainer = build_trainer(cfg.trainer, schedule.steps, [ResumableTrainAccuracy(), MaskingCallback(manager),
                                                  RNGStateCallback(), last], [], where)

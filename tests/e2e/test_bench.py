@@ -137,6 +137,16 @@ def test_bad_section_and_device_are_rejected():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch.cuda.is_available"):
             harness.run(device="cuda", sections=[])
+    with pytest.raises(ValueError, match="unknown step case.*'lenet'.*valid choices: lenet_300_100, lenet_300_100_distill, conv4"):
+        harness.run(sections=["step"], cases=["lenet"])
+
+
+def test_step_cases_can_be_chosen(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(harness, "step_suite", lambda cases, *a: seen.setdefault("cases", list(cases)) and {})
+    monkeypatch.setattr(harness, "check_targets", lambda results: [])
+    harness.main(["--quick", "--only", "step", "--cases", "conv4", "--out", str(tmp_path / "b.json")])
+    assert seen["cases"] == ["conv4"]
 
 
 @pytest.mark.slow

@@ -155,7 +155,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 @pytest.mark.slow  # a subprocess lineage (or two) with a real signal/kill: minutes on 2 cores
 def test_the_training_curve_is_whole_after_a_resume(tmp_path, data_root):
     args = ["experiment=smoke", "ticket.rounds=1", "trainer.max_steps=30", "trainer.eval_every=10",
-            "trainer.checkpoint_every=10", "trainer.log_every_n_steps=5", f"data.root={data_root}"]
+            "trainer.checkpoint_every=10", "trainer.checkpoint_min_interval_s=0", "trainer.log_every_n_steps=5", f"data.root={data_root}"]
     whole = lth_run(tmp_path, *args, f"out_dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-3000:]
     killed = lth_run(tmp_path, *args, f"out_dir={tmp_path / 'resumed'}", env={FAULT_ENV: "step:1:25"})

@@ -16,15 +16,15 @@ def test_mask_factors_are_cached_in_the_weights_dtype_on_cpu():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     mm = MaskManager(model)
-    first = mm._mask_factors()
-    assert mm._mask_factors() is first  # no per-step work while the masks stay
+    first = mm.mask_factors()
+    assert mm.mask_factors() is first  # no per-step work while the masks stay
     for n, f in zip(mm.names, first):
         assert f.dtype == torch.float32 and torch.equal(f, mm.masks[n].float())  # float × float: the vector kernel
     mm.masks["0.weight"][1] = False  # an in-place edit bumps the mask's version: the factors are rebuilt
     mm.apply()
     assert torch.all(model[0].weight[1] == 0) and torch.all(model[0].weight[0] != 0)
     mm.set_masks({n: torch.ones_like(m) for n, m in mm.masks.items()})
-    assert mm._mask_factors() is not first
+    assert mm.mask_factors() is not first
 
 
 def test_mask_factors_mask_exactly_like_bool_masks():
@@ -43,15 +43,21 @@ def test_mask_factors_mask_exactly_like_bool_masks():
 
 
 class CountingModule(TicketModule):
-    """Counts `self.log` calls per metric name."""
+    """Counts the metric rows handed to the loggers, per metric name (at the global step), and `self.log` calls."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.log_calls: dict[str, list[int]] = {}
+        self.self_log_calls = 0
 
-    def log(self, name, *args, **kwargs):
-        self.log_calls.setdefault(name, []).append(self.global_step)
-        return super().log(name, *args, **kwargs)
+    def _write(self, metrics):
+        for name in metrics:
+            self.log_calls.setdefault(name, []).append(self.global_step)
+        return super()._write(metrics)
+
+    def log(self, *args, **kwargs):
+        self.self_log_calls += 1
+        return super().log(*args, **kwargs)
 
 
 def test_train_loss_is_logged_only_on_the_steps_the_logger_writes(tmp_path):
@@ -67,12 +73,21 @@ def test_train_loss_is_logged_only_on_the_steps_the_logger_writes(tmp_path):
     )
     evals = [TensorBatches(x, y, 40, shuffle=False), TensorBatches(x, y, 40, shuffle=False)]
     trainer.fit(module, TensorBatches(x, y, 8, shuffle=True), evals)
-    # Lightning writes step metrics when (step + 1) % log_every_n_steps == 0: steps 2, 5 and 8 of 0..9
-    assert module.log_calls["train/loss"] == [2, 5, 8]
+    # Lightning's rule, (step + 1) % log_every_n_steps == 0: steps 2, 5 and 8 of 0..9, written after their step (3, 6, 9)
+    assert module.log_calls["train/loss"] == [3, 6, 9]
+    assert module.log_calls["val/loss"] == module.log_calls["test/acc"] == [5, 10]
+    assert module.self_log_calls == 0  # no `self.log` (its per-call bookkeeping is the cost avoided)
     with open(tmp_path / "csv" / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r["train/loss"]]
-    assert [int(r["step"]) for r in rows] == [2, 5, 8]
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows if r["train/loss"]] == [2, 5, 8]
+    # an evaluation's row at the step Lightning's own logging gives it (the last step's index), every value exact
+    evaluated = [r for r in rows if r["val/loss"]]
+    assert [int(r["step"]) for r in evaluated] == [4, 9]
     assert [h["step"] for h in module.history] == [5, 10]
+    for h, r in zip(module.history, evaluated):
+        assert {k: float(r[k.replace("_", "/", 1)]) for k in h if k != "step"} == {k: v for k, v in h.items() if k != "step"}
+        assert r["epoch"] != ""
+    assert float(module.last_train_loss) == float([r for r in rows if r["train/loss"]][-1]["train/loss"])
 
 
 def test_running_accuracy_counts_top1_hits_on_the_device():

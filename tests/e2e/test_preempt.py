@@ -19,7 +19,7 @@ from lth.runner import run
 REPO = Path(__file__).resolve().parents[2]
 # 2 rounds of 60 steps on digits; periodic checkpoints every 20 steps, evaluations every 20
 ARGS = ["experiment=smoke", "ticket.rounds=1", "trainer.max_steps=60", "trainer.eval_every=20",
-        "trainer.checkpoint_every=20", "trainer.threads=1"]
+        "trainer.checkpoint_every=20", "trainer.checkpoint_min_interval_s=0", "trainer.threads=1"]
 
 
 def lth(out: Path, data_root: Path) -> subprocess.Popen:
@@ -80,7 +80,7 @@ def test_a_signal_mid_round_checkpoints_there_and_the_rerun_equals_an_uninterrup
 
 def test_bf16_mixed_with_clipping_and_fused_adam_trains(tmp_path, smoke_config):
     cfg = smoke_config("trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0", "optimizer=adam",
-                       "ticket.rounds=0", "trainer.max_steps=6", "trainer.eval_every=3", "trainer.checkpoint_every=3")
+                       "ticket.rounds=0", "trainer.max_steps=6", "trainer.eval_every=3", "trainer.checkpoint_every=3", "trainer.checkpoint_min_interval_s=0")
     assert cfg.optimizer["fused"] is True
     rounds = run(cfg, tmp_path / "run", sinks=[])
     assert [r.train_steps for r in rounds] == [6] and rounds[0].status == "ok"

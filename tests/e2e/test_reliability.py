@@ -17,7 +17,7 @@ from tests.faults import crash
 
 # 3 rounds of 60 steps on digits (40 steps per epoch: checkpoints at 20, 40 = an epoch end, 60), Adam, θk at step 10
 ARGS = ["experiment=smoke", "ticket.rounds=2", "trainer.max_steps=60", "trainer.eval_every=20",
-        "trainer.checkpoint_every=20", "ticket.rewind_step=10"]
+        "trainer.checkpoint_every=20", "trainer.checkpoint_min_interval_s=0", "ticket.rewind_step=10"]
 ROUNDS = (0, 1, 2)
 
 
@@ -104,7 +104,7 @@ def test_mid_round_kill_leaves_a_checkpoint_that_is_used(tmp_path, data_root, re
 
 def test_a_kill_after_a_last_step_that_was_no_evaluation_step_resumes_identically(tmp_path, data_root):
     """The last checkpoint (step 50) precedes the round's closing evaluation; its training accuracy must survive."""
-    cfg = config(data_root, "trainer.max_steps=50", "trainer.checkpoint_every=25", "ticket.rounds=1")
+    cfg = config(data_root, "trainer.max_steps=50", "trainer.checkpoint_every=25", "trainer.checkpoint_min_interval_s=0", "ticket.rounds=1")
     reference = tmp_path / "reference"
     run(cfg, reference, sinks=[])
     out = tmp_path / "run"

@@ -82,8 +82,9 @@ def assert_pruned_at_mask0(manager, expected, where):
 class _Stub:
     """The part of a Trainer the masking callback reads."""
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer, world_size=1):
         self.optimizers = [optimizer]
+        self.world_size = world_size
 
 
 @FAST
@@ -96,23 +97,28 @@ class _Stub:
     clip=st.sampled_from([None, ("norm", 0.05), ("value", 0.01)]),
     accumulate=st.integers(1, 3),
     steps=st.integers(1, 6),
+    world_size=st.sampled_from([1, 2]),  # gradients masked in backward's hooks (one process) / before the step (DDP)
 )
 def test_pruned_weights_stay_at_their_mask0_value_after_every_step(net, density, mask0, opt, wd, clip, accumulate,
-                                                                    steps):
+                                                                    steps, world_size):
     model, x, y, seed = net
     manager = MaskManager(model, mask0=mask0)
     manager.set_masks(random_masks(manager, seed, density))
     expected = pruned_values(manager)
     optimizer = OPTIMIZERS[opt](model.parameters(), wd)
     callback = MaskingCallback(manager)
-    stub = _Stub(optimizer)
+    stub = _Stub(optimizer, world_size)
     callback.on_fit_start(stub, None)  # applies the masks, hooks the re-masking after each optimizer step
     assert_pruned_at_mask0(manager, expected, "fit start")
     for step in range(steps):  # Lightning's order: backward (accumulated) → mask grads → clip → step → re-mask
         for micro in range(accumulate):
             part = slice(micro * 4, micro * 4 + 4)
-            (nn.functional.cross_entropy(model(x[part]), y[part]) / accumulate).backward()
-        callback.on_before_optimizer_step(stub, None, optimizer)
+            loss = nn.functional.cross_entropy(model(x[part]), y[part]) / accumulate
+            if callable(callback.on_before_backward):  # the hooks Lightning calls: those that are callable
+                callback.on_before_backward(stub, None, loss)
+            loss.backward()
+        if callable(callback.on_before_optimizer_step):
+            callback.on_before_optimizer_step(stub, None, optimizer)
         for n, p in zip(manager.names, manager.params):
             if p.grad is not None:
                 assert torch.all(p.grad[~manager.masks[n]] == 0), f"{n}: a pruned gradient reached the optimizer"

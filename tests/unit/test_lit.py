@@ -1,6 +1,7 @@
 """The masking invariant under Lightning: pruned weights stay at their mask-0 value after every optimizer step."""
 
 import functools
+import types
 
 import pytest
 import pytorch_lightning as pl
@@ -95,6 +96,26 @@ def test_clipping_sees_masked_gradients(tmp_path):
     assert seen["pruned_grad_max"] == 0.0
 
 
+def test_single_process_grads_are_masked_as_backward_accumulates_them_and_the_hooks_leave_with_the_fit(tmp_path):
+    model, mm = make()
+    seen = {}
+
+    class Spy(pl.Callback):
+        def on_after_backward(self, trainer, pl_module):  # before any optimizer-step hook
+            seen.setdefault("pruned", []).append(
+                max(float(p.grad[~mm.masks[n]].abs().max()) for n, p in zip(mm.names, mm.params)))
+            seen.setdefault("kept", []).append(
+                min(float(p.grad[mm.masks[n]].abs().sum()) for n, p in zip(mm.names, mm.params)))
+
+    module = TicketModule(model, OPTIMIZERS["adam"], num_classes=3)
+    callback = MaskingCallback(mm)
+    trainer([callback, Spy()], tmp_path, max_steps=3, accumulate_grad_batches=2).fit(module, batches(6))
+    assert seen["pruned"] == [0.0] * 6 and min(seen["kept"]) > 0  # every micro-batch, kept gradients untouched
+    assert all(not p._post_accumulate_grad_hooks for p in mm.params)  # gone after the fit
+    assert "on_before_optimizer_step" not in vars(callback) and "on_before_backward" not in vars(callback)
+    assert all(float(p[~mm.masks[n]].abs().max()) == 0.0 for n, p in zip(mm.names, mm.params))
+
+
 def test_masks_travel_in_lightning_checkpoints(tmp_path):
     model, mm = make()
     module = TicketModule(model, OPTIMIZERS["adam"], num_classes=3)
@@ -127,6 +148,56 @@ def test_last_checkpoint_skips_the_crc_pass_and_restores_torchs_option(tmp_path)
     assert torch.equal(state["state_dict"]["model.0.weight"], model[0].weight.detach())
 
 
+def test_periodic_checkpoints_keep_their_minimum_interval(tmp_path, monkeypatch):
+    """Due every 2 steps, written only once 10 s (a fake clock: 3 s per step) have passed since the last one."""
+    from lth import lit
+
+    now = [0.0]
+    monkeypatch.setattr(lit.time, "monotonic", lambda: now[0])
+
+    class Tick(pl.Callback):
+        def on_train_batch_start(self, *args):
+            now[0] += 3.0
+
+    model, mm = make()
+    saved = []
+    ck = LastCheckpoint(tmp_path / "ck", every_n_steps=2, min_interval_s=10.0)
+    real_save = ck.save
+    ck.save = lambda trainer: (saved.append(trainer.global_step), real_save(trainer))
+    module = TicketModule(model, OPTIMIZERS["adam"], num_classes=3)
+    trainer([MaskingCallback(mm), Tick(), ck], tmp_path, max_steps=12).fit(module, batches(12))
+    # due at 2, 4, 6, ...; 12 s at step 4 (written), 12 s later at step 8, at step 12
+    assert saved == [4, 8, 12]
+    assert torch.load(tmp_path / "ck" / "last.ckpt", weights_only=False)["global_step"] == 12
+    # 0 s: every due step
+    saved.clear()
+    ck0 = LastCheckpoint(tmp_path / "ck0", every_n_steps=2)
+    real0 = ck0.save
+    ck0.save = lambda trainer: (saved.append(trainer.global_step), real0(trainer))
+    model, mm = make()
+    trainer([MaskingCallback(mm), Tick(), ck0], tmp_path, max_steps=6).fit(TicketModule(model, OPTIMIZERS["adam"], 3),
+                                                                            batches(6))
+    assert saved == [2, 4, 6]
+
+
+def test_under_ddp_rank0s_clock_decides_a_periodic_checkpoint_for_every_rank(tmp_path, monkeypatch):
+    """The save is collective: a rank whose own clock says "not yet" follows rank 0's broadcast decision."""
+    from types import SimpleNamespace
+
+    from lth import lit
+
+    monkeypatch.setattr(lit.time, "monotonic", lambda: 5.0)  # this rank: 5 s since the fit started, under 10 s
+    sent = []
+    strategy = SimpleNamespace(broadcast=lambda obj, src=0: (sent.append((obj, src)), True)[1])  # rank 0: "ready"
+    ck = LastCheckpoint(tmp_path, every_n_steps=2, min_interval_s=10.0)
+    ck._saved_time = 0.0
+    rank1 = SimpleNamespace(global_step=4, world_size=2, strategy=strategy)
+    assert ck._due(rank1) and sent == [(False, 0)]
+    assert not ck._due(SimpleNamespace(global_step=5, world_size=2, strategy=strategy)) and len(sent) == 1  # not due
+    single = SimpleNamespace(global_step=4, world_size=1, strategy=strategy)
+    assert not ck._due(single) and len(sent) == 1  # one process: its own clock, no collective
+
+
 def test_eval_history_and_early_stop(tmp_path):
     model, mm = make()
     module = TicketModule(model, OPTIMIZERS["adam"], num_classes=3)
@@ -147,8 +218,11 @@ def test_eval_history_and_early_stop(tmp_path):
 
 
 class _Optimizers:
-    def __init__(self, *optimizers):
+    """The Trainer attributes MaskingCallback reads: its optimizers and world size."""
+
+    def __init__(self, *optimizers, world_size=1):
         self.optimizers = list(optimizers)
+        self.world_size = world_size
 
 
 def test_after_step_pass_only_where_masked_gradients_do_not_suffice():
@@ -166,20 +240,26 @@ def test_after_step_pass_only_where_masked_gradients_do_not_suffice():
         cb.on_fit_end(_Optimizers(optimizer), None)
 
 
-def test_masks_replaced_mid_fit_keep_newly_pruned_weights_at_zero():
+@pytest.mark.parametrize("world_size", [1, 2])  # gradients masked in backward's hooks / before the step (DDP)
+def test_masks_replaced_mid_fit_keep_newly_pruned_weights_at_zero(world_size):
     """Momentum of a weight pruned mid-fit is not zero: the after-step pass turns on and holds it at 0."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
     mm = MaskManager(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     cb = MaskingCallback(mm)
-    cb.on_fit_start(_Optimizers(optimizer), None)
+    cb.on_fit_start(_Optimizers(optimizer, world_size=world_size), None)
     x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    assert bool(cb._grad_hooks) == (world_size == 1)
 
-    def step():
+    def step():  # the hooks Lightning calls: those that are callable
         optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        cb.on_before_optimizer_step(None, None, optimizer)
+        loss = nn.functional.cross_entropy(model(x), y)
+        if callable(cb.on_before_backward):
+            cb.on_before_backward(_Optimizers(optimizer), None, loss)
+        loss.backward()
+        if callable(cb.on_before_optimizer_step):
+            cb.on_before_optimizer_step(None, None, optimizer)
         optimizer.step()
 
     for _ in range(3):
@@ -193,6 +273,47 @@ def test_masks_replaced_mid_fit_keep_newly_pruned_weights_at_zero():
             assert torch.all(p.detach()[~masks[n]] == 0), n
     assert len(cb._hooks) == 1
     cb.on_fit_end(_Optimizers(optimizer), None)
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_masks_replaced_mid_fit_zero_the_pruned_weights_optimizer_state_and_leave_kept_weights_bit_identical(
+        world_size, monkeypatch):
+    """A decaying moment of a pruned weight reaches denormal floats (~10x slower arithmetic on a CPU); zeroing it moves
+    no kept weight by a single bit (Adam is elementwise)."""
+
+    def train(zero_state: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+        mm = MaskManager(model)
+        if not zero_state:
+            monkeypatch.setattr(mm, "mask_state", lambda optimizer: None)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        cb = MaskingCallback(mm)
+        cb.on_fit_start(_Optimizers(optimizer, world_size=world_size), None)
+        x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+        masks = {n: torch.rand(m.shape, generator=torch.Generator().manual_seed(1)) > 0.5 for n, m in mm.masks.items()}
+        for i in range(8):
+            if i == 3:
+                mm.set_masks(masks)
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            if callable(cb.on_before_backward):
+                cb.on_before_backward(types.SimpleNamespace(optimizers=[optimizer]), None, loss)
+            loss.backward()
+            if callable(cb.on_before_optimizer_step):
+                cb.on_before_optimizer_step(None, None, optimizer)
+            optimizer.step()
+        cb.on_fit_end(_Optimizers(optimizer), None)
+        return mm, optimizer, masks
+
+    mm, optimizer, masks = train(zero_state=True)
+    ref, _, _ = train(zero_state=False)
+    for n, p, q in zip(mm.names, mm.params, ref.params):
+        assert torch.equal(p.detach(), q.detach()), n  # kept weights bit for bit, pruned ones 0 in both
+        state = optimizer.state[p]
+        assert float(state["exp_avg"][~masks[n]].abs().max()) == 0.0
+        assert float(state["exp_avg_sq"][~masks[n]].abs().max()) == 0.0
+        assert float(state["exp_avg_sq"][masks[n]].abs().min()) > 0.0
 
 
 class _FakeStrategy:
@@ -353,3 +474,23 @@ def test_running_accuracy_update_keeps_the_count_the_cache_reset_and_no_graph():
     copy = pickle.loads(pickle.dumps(acc))  # a spawned process's copy counts on
     copy.update(logits, torch.tensor([0, 1, 0]))
     assert copy.update_count == 3 and (int(copy.correct), int(copy.total)) == (5, 7)
+
+
+def test_no_op_module_hooks_are_skipped_unless_a_subclass_overrides_them(tmp_path):
+    from lth.lit import NO_OP_MODULE_HOOKS
+
+    module = TicketModule(nn.Linear(2, 2), lambda p: torch.optim.SGD(p, lr=0.1), num_classes=2)
+    assert all(getattr(module, name) is None for name in NO_OP_MODULE_HOOKS)
+    assert callable(module.on_train_batch_end) and callable(module.on_validation_batch_end)
+
+    class Counting(TicketModule):
+        calls = 0
+
+        def on_after_backward(self):
+            type(self).calls += 1
+
+    model, mm = make()
+    counting = Counting(model, OPTIMIZERS["adam"], num_classes=3)
+    assert counting.on_before_backward is None and callable(counting.on_after_backward)
+    trainer([MaskingCallback(mm)], tmp_path, max_steps=3).fit(counting, batches(3))
+    assert Counting.calls == 3

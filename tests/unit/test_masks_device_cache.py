@@ -74,12 +74,12 @@ def test_mask_factors_are_cached_in_the_weights_dtype_and_follow_an_in_place_edi
     manager = MaskManager(model)
     masks = {n: torch.rand(m.shape) < 0.5 for n, m in manager.masks.items()}
     manager.set_masks(masks)
-    first = manager._mask_factors()
+    first = manager.mask_factors()
     assert [f.dtype for f in first] == [torch.float32, torch.float32]
     assert all(torch.equal(f, manager.masks[n].float()) for f, n in zip(first, manager.names))
-    assert manager._mask_factors() is first  # cached: no copy per step
+    assert manager.mask_factors() is first  # cached: no copy per step
     manager.masks["0.weight"][0, 0] = not bool(manager.masks["0.weight"][0, 0])  # edited in place
-    second = manager._mask_factors()
+    second = manager.mask_factors()
     assert second is not first and torch.equal(second[0], manager.masks["0.weight"].float())
     for p in manager.params:
         p.grad = torch.ones_like(p)

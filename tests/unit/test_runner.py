@@ -119,7 +119,7 @@ def _lth_run(args, cwd):
 @pytest.mark.slow  # the fork-based kill tests in test_reliability.py cover this in the fast suite
 def test_resume_after_kill_mid_round_equals_uninterrupted(tmp_path, data_root):
     args = ["experiment=smoke", f"data.root={data_root}", "trainer.max_steps=300", "trainer.eval_every=100",
-            "trainer.checkpoint_every=25"]
+            "trainer.checkpoint_every=25", "trainer.checkpoint_min_interval_s=0"]
     killed = tmp_path / "killed"
     p = _lth_run([*args, f"out_dir={killed}"], tmp_path)
     ckpt = killed / "round_01" / "checkpoints" / "last.ckpt"
@@ -262,7 +262,7 @@ def test_rewind_schedule_restart_keeps_the_old_schedule_and_length(tmp_path, smo
 def test_a_resumed_late_rewinding_round_equals_an_uninterrupted_one(tmp_path, smoke_config):
     from tests.faults import crash
 
-    cfg = smoke_config("ticket.rewind_step=10", STEP_DECAY, "trainer.checkpoint_every=10")
+    cfg = smoke_config("ticket.rewind_step=10", STEP_DECAY, "trainer.checkpoint_every=10", "trainer.checkpoint_min_interval_s=0")
     run(cfg, tmp_path / "whole", sinks=[])
     crash(cfg, tmp_path / "cut", "step:1:25")  # round 1 (30 steps) killed after its step-20 checkpoint
     run(cfg, tmp_path / "cut", sinks=[])

@@ -137,7 +137,7 @@ def test_bad_gradual_configs_are_refused_before_anything_is_written(tmp_path, da
 def test_a_run_killed_between_pruning_steps_resumes_bit_for_bit(tmp_path, data_root, reference, every, fault,
                                                                  resumed_at):
     out = tmp_path / "run"
-    cfg = config(data_root, f"trainer.checkpoint_every={every}")
+    cfg = config(data_root, f"trainer.checkpoint_every={every}", "trainer.checkpoint_min_interval_s=0")
     crash(cfg, out, fault)
     ckpt = out / "round_00" / "checkpoints" / "last.ckpt"
     assert not (out / "rounds.jsonl").exists() and torch.load(ckpt, weights_only=True)["global_step"] == resumed_at

@@ -9,7 +9,7 @@ from lth import masks as masks_lib
 from lth.kinds import kind_for
 from lth.runner import run
 
-TINY = ("trainer.max_steps=10", "trainer.eval_every=5", "trainer.checkpoint_every=5", "stability.alphas=3")
+TINY = ("trainer.max_steps=10", "trainer.eval_every=5", "trainer.checkpoint_every=5", "trainer.checkpoint_min_interval_s=0", "stability.alphas=3")
 
 
 def test_the_kind_applies_to_stability_pair_even_with_a_branch_source(smoke_config):

@@ -11,7 +11,7 @@ from lth.kinds.pair import check_stability, copy_seeds, with_order
 from lth.runner import run
 from lth.seeds import derive_seed
 
-TINY = ("trainer.max_steps=10", "trainer.eval_every=5", "trainer.checkpoint_every=5", "stability.alphas=3")
+TINY = ("trainer.max_steps=10", "trainer.eval_every=5", "trainer.checkpoint_every=5", "trainer.checkpoint_min_interval_s=0", "stability.alphas=3")
 
 
 @pytest.mark.parametrize(("override", "message"), [
