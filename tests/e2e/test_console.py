@@ -86,7 +86,7 @@ def test_help_is_the_projects_usage_then_groups_and_options(tmp_path):
                  "== Options", "ticket:\n  rounds:", "lth-run --hydra-help"):
         assert part in text, part
     assert "powered by Hydra" not in text
-    examples = re.findall(r"^  lth-run (.*?)\s+#", text.split("Examples:")[1].split("Sweeps:")[0], re.M)
+    examples = re.findall(r"^  lth-run (.*?)\s+#", text.split("Examples:")[1].split("Sweeps:")[0], re.MULTILINE)
     assert len(examples) == 7
     for example in examples:  # each composes into a valid typed config
         compose_config(example.split())

@@ -30,7 +30,7 @@ def test_copies_differ_only_in_their_seeds(tmp_path, smoke_config, monkeypatch):
     assert rec["density"] == 1.0 and rec["reset"] == "none" and rec["train_steps"] == 10
     assert rec["test_acc"] == pytest.approx(1 - sum(rec["pair_test_error"]) / 2)
     # give copy b copy a's seed: same start, same mask, same steps → the very same network, no barrier at all
-    import lth.kinds.pair as pair
+    from lth.kinds import pair
 
     seed_a = rec["stability_seeds"][0]
     monkeypatch.setattr(pair, "copy_seeds", lambda seed, r: (seed_a, seed_a))
@@ -83,7 +83,7 @@ def lrs_of(schedule, lr):
 @pytest.mark.slow
 def test_copies_from_theta_k_resume_the_lr_schedule_at_k(tmp_path, smoke_config, monkeypatch):
     import lth.kinds.instability as kind
-    import lth.kinds.pair as pair
+    from lth.kinds import pair
 
     step_decay = "scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:7,gamma:0.5}"
     seen = []
