@@ -72,7 +72,9 @@ Timed = Callable[[], Mapping[str, float] | None]
 def time_interleaved(fns: Mapping[str, Timed], repeats: int, warmup: int, device: torch.device) -> dict[str, dict]:
     """Per function: wall seconds of each repeat ("total") plus the named durations it returns itself.
 
-    The functions take turns, the order rotating each repeat, so drift of the machine hits all of them alike.
+    The functions take turns, in the given order one repeat and the reverse the next (a, b, c, c, b, a, a, b, ...):
+    neighbours in the order stay neighbours in time, each one before the other as often as after, so a paired ratio
+    compares runs seconds apart and a drift of the machine cancels between two repeats.
     """
     names = list(fns)
     for _ in range(warmup):
@@ -80,8 +82,7 @@ def time_interleaved(fns: Mapping[str, Timed], repeats: int, warmup: int, device
             fns[n]()
     out: dict[str, dict[str, list[float]]] = {n: {"total": []} for n in names}
     for r in range(repeats):
-        k = r % len(names)
-        for n in names[k:] + names[:k]:
+        for n in names if r % 2 == 0 else names[::-1]:
             sync(device)
             t = time.perf_counter()
             extra = fns[n]() or {}
@@ -100,6 +101,24 @@ def median(xs: Sequence[float]) -> float:
 def paired_ratio(xs: Sequence[float], base: Sequence[float]) -> float:
     """Median over repeats of x / baseline within the same repeat (neighbours in time share the machine's load)."""
     return median([x / b for x, b in zip(xs, base)])
+
+
+def median_interval(xs: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median of `xs`: the order statistics x_(k), x_(n+1-k) with the largest k
+    whose binomial coverage is at least `level` (the whole range when no k reaches it, e.g. n < 6 at 95%)."""
+    s, n = sorted(xs), len(xs)
+    if n == 0:
+        return math.nan, math.nan
+    k = 1
+    # coverage of [x_(k), x_(n+1-k)]: P(k <= Binomial(n, 1/2) <= n - k)
+    while k + 1 <= n - k and 1 - 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n >= level:
+        k += 1
+    return s[k - 1], s[n - k]
+
+
+def paired_interval(xs: Sequence[float], base: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """`median_interval` of the per-repeat ratios x / baseline: where the paired ratio's median lies."""
+    return median_interval([x / b for x, b in zip(xs, base)], level)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from benchmarks.common import torch_threads
 from benchmarks.memory import MEMORY_STEPS, memory_results, start_memory_workers
 from benchmarks.pruning import pruning_suite
 from benchmarks.startup import HEAVY_MODULES, IMPORTED, imports_results, start_import_probe, startup_suite
-from benchmarks.step import QUICK_STEP_CASES, STEP_CASES, step_suite
+from benchmarks.step import CONTENDERS, QUICK_STEP_CASES, STEP_CASES, choose_contenders, step_suite
 
 SECTIONS = ("step", "pruning", "memory", "imports", "startup")
 TARGETS = {
@@ -63,6 +63,8 @@ def check_targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             r = case["floor_ratio"]["lth"]
             add(f"floor_overhead/{case_key}", f"step overhead {case_key}: lth round / Lightning's floor "
                 f"({case['judged_clock']})", r, TARGETS["floor_overhead"], r <= TARGETS["floor_overhead"], timing=True)
+            if "lth" in case.get("floor_ratio_interval", {}):  # where the median lies (95%), for whoever judges it
+                checks[-1]["interval"] = list(case["floor_ratio_interval"]["lth"])
         if "lth[distill]" in case.get("judged_ratio", {}):
             r = case["judged_ratio"]["lth[distill]"]
             add(f"distill_step/{case_key}", f"distillation {case_key}: cached teacher / plain lth round "
@@ -110,6 +112,11 @@ def _verdict(check: Mapping[str, Any] | None) -> str:
     return f"{limit}: {state}"
 
 
+def _interval(case: Mapping[str, Any], field: str, name: str) -> str:
+    lo, hi = case.get(field, {}).get(name, (float("nan"), float("nan")))
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
 def table(results: Mapping[str, Any]) -> str:
     """The results as a markdown table: figure, value, baseline, ratio, target."""
     rows: list[tuple[str, ...]] = []
@@ -124,12 +131,14 @@ def table(results: Mapping[str, Any]) -> str:
                 continue
             rows.append((f"step {key}: {n}", f"{ms[n]:.3f} ms/step (cpu {cpu[n]:.3f})", f"{base} {ms[base]:.3f} ms",
                          (f"{case['step_ratio'][n]:.3f}× (cpu {case['cpu_step_ratio'][n]:.3f}×, "
-                          f"round {case['round_ratio'][n]:.2f}×)"),
+                          f"round {case['round_ratio'][n]:.2f}×; {case['judged_clock']} 95% "
+                          f"{_interval(case, 'judged_ratio_interval', n)})"),
                          _verdict(checks.get(f"step_overhead/{key}")) if n == "lth" else
                          _verdict(checks.get(f"distill_step/{key}")) if n == "lth[distill]" else ""))
         for n, f in case.get("floor", {}).items():
             rows.append((f"step {key}: {n} / Lightning's floor", f"{ms[n]:.3f} ms/step (cpu {cpu[n]:.3f})",
-                         f"{f} {ms[f]:.3f} ms", f"{case['floor_ratio'][n]:.3f}× ({case['judged_clock']})",
+                         f"{f} {ms[f]:.3f} ms", (f"{case['floor_ratio'][n]:.3f}× ({case['judged_clock']}; "
+                                                 f"95% {_interval(case, 'floor_ratio_interval', n)})"),
                          _verdict(checks.get(f"floor_overhead/{key}")) if n == "lth" else ""))
     if "pruning" in results:
         p = results["pruning"]
@@ -202,8 +211,10 @@ def run(
     pruning_threads: int | None = None,
     deterministic: bool = True,
     cases: Sequence[str] | None = None,
+    contenders: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the chosen sections (the step section: only `cases`, when given) and return the results (with `targets`)."""
+    """Run the chosen sections (the step section: only `cases` and `contenders`, when given) and return the results
+    (with `targets`)."""
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown benchmark section(s) {unknown}; valid choices: {', '.join(SECTIONS)}")
@@ -213,6 +224,8 @@ def run(
         raise ValueError(f"unknown step case(s) {unknown}; valid choices: {', '.join(step_cases)}")
     if cases:
         step_cases = {k: v for k, v in step_cases.items() if k in cases}
+    if contenders:
+        step_cases = choose_contenders(step_cases, contenders)
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -262,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")
     ap.add_argument("--skip", default="", help="comma-separated sections to leave out")
     ap.add_argument("--cases", default="", help=f"comma-separated step cases (default all: {', '.join(STEP_CASES)})")
+    ap.add_argument("--contenders", default="",
+                    help=f"comma-separated step contenders (default each case's own; of {', '.join(CONTENDERS)})")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (median; default 5, quick 3)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per figure")
     ap.add_argument("--threads", type=int, default=1,
@@ -275,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = [s for s in args.only.split(",") if s and s not in skip]
     try:
         results = run(args.quick, args.device, sections, args.repeats, args.warmup, args.threads, args.pruning_threads,
-                      args.deterministic == "true", [c for c in args.cases.split(",") if c])
+                      args.deterministic == "true", [c for c in args.cases.split(",") if c],
+                      [c for c in args.contenders.split(",") if c])
     except ValueError as e:
         ap.error(str(e))
     if args.out is None:

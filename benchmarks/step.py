@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.common import DENSITY, Clock, Timed, median, paired_ratio, quiet, time_interleaved
+from benchmarks.common import DENSITY, Clock, Timed, median, paired_interval, paired_ratio, quiet, time_interleaved
 
 
 # ------------------------------------------------------------------------------------------------------ step overhead
@@ -406,6 +406,23 @@ def step_contenders(case: StepCase, device: torch.device, workdir: Path, determi
     return fns
 
 
+def choose_contenders(cases: Mapping[str, StepCase], names: Iterable[str]) -> dict[str, StepCase]:
+    """`cases` with only the contenders `names` (each case keeps its own order); ValueError naming the valid choices
+    for an unknown contender or a case left with none."""
+    names = list(names)
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown:
+        raise ValueError(f"unknown step contender(s) {unknown}; valid choices: {', '.join(CONTENDERS)}")
+    chosen = {}
+    for key, case in cases.items():
+        kept = tuple(n for n in case.contenders if n in names)
+        if not kept:
+            raise ValueError(f"step case {key} times none of the contenders {names}; valid choices for it: "
+                             f"{', '.join(case.contenders)}")
+        chosen[key] = replace(case, contenders=kept)
+    return chosen
+
+
 def step_suite(cases: Mapping[str, StepCase], device: torch.device, repeats: int, warmup: int,
                deterministic: bool = True) -> dict[str, Any]:
     """Per case: ms per step (steady state, evaluations included) and seconds per round, with ratios to baselines."""
@@ -443,6 +460,11 @@ def step_suite(cases: Mapping[str, StepCase], device: torch.device, repeats: int
             # lth's own cost: each lth contender over the bare LightningModule with the same optimizer (judged clock)
             "floor": floor,
             "floor_ratio": {n: paired_ratio(times[n][field_name], times[f][field_name]) for n, f in floor.items()},
+            # where those medians lie: 95% distribution-free intervals over the per-repeat ratios
+            "judged_ratio_interval": {n: paired_interval(times[n][field_name], times[base[n]][field_name])
+                                      for n in times},
+            "floor_ratio_interval": {n: paired_interval(times[n][field_name], times[f][field_name])
+                                     for n, f in floor.items()},
             "times": {n: {k: [round(v, 6) for v in vs] for k, vs in t.items()} for n, t in times.items()},
         }
     return out

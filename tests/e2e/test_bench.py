@@ -34,6 +34,11 @@ def test_quick_benchmark_writes_every_figure_and_meets_structural_targets(tmp_pa
         # lth over the bare LightningModule, where the case times it (the distillation case does not)
         assert s["floor"] == ({} if name == "lenet_300_100_distill" else {"lth": "lightning"})
         assert all(math.isfinite(v) and v > 0 for v in s["floor_ratio"].values()) and set(s["floor_ratio"]) == set(s["floor"])
+        for field in ("judged_ratio", "floor_ratio"):  # 3 repeats: the interval is the range of the per-repeat ratios
+            ratios = {n: [a / b for a, b in zip(s["times"][n]["step_cpu"], s["times"][f]["step_cpu"])]
+                      for n, f in (s["floor"] if field == "floor_ratio" else s["baseline"]).items()}
+            expected = {n: pytest.approx([min(r), max(r)], rel=1e-3) for n, r in ratios.items()}  # times: 6 digits
+            assert s[f"{field}_interval"] == expected, field
 
     p = r["pruning"]
     assert p["params"] == sum(math.prod(s) for s in pruning.resnet50_shapes(0.125).values())
@@ -82,12 +87,37 @@ def test_paired_ratio_is_the_median_of_per_repeat_ratios():
     assert common.paired_ratio([2.0, 3.0, 10.0], [1.0, 2.0, 4.0]) == 2.0  # ratios 2, 1.5, 2.5
 
 
-def test_contenders_take_turns_in_rotating_order():
+def test_contenders_take_turns_forward_then_backward():
     calls = []
     fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
     times = common.time_interleaved(fns, repeats=3, warmup=1, device=torch.device("cpu"))
-    assert "".join(calls) == "abc" + "abc" + "bca" + "cab"
+    assert "".join(calls) == "abc" + "abc" + "cba" + "abc"  # warm-up, then neighbours stay neighbours
     assert {k: len(v["total"]) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_median_interval_is_the_binomial_order_statistic_interval():
+    xs = [float(i) for i in range(1, 42)]  # n = 41: x_(14) and x_(28) cover the median with 95.6% (x_(15): 94.1%)
+    assert common.median_interval(xs[::-1]) == (14.0, 28.0)
+    assert common.median_interval(xs[:9]) == (2.0, 8.0)  # n = 9: 96.1%
+    assert common.median_interval(xs[:20]) == (6.0, 15.0)  # n = 20: 95.9%
+    assert common.median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few for 95%: the whole range
+    assert common.paired_interval([2.0, 3.0, 10.0], [1.0, 2.0, 4.0]) == (1.5, 2.5)
+
+
+def test_step_contenders_can_be_chosen(tmp_path, monkeypatch):
+    chosen = step.choose_contenders(step.STEP_CASES, ["lth", "lightning"])
+    assert {k: c.contenders for k, c in chosen.items()} == {
+        "lenet_300_100": ("lightning", "lth"), "lenet_300_100_distill": ("lth",), "conv4": ("lightning", "lth")}
+    with pytest.raises(ValueError, match=r"unknown step contender\(s\) \['lth\[fast\]'\]; valid choices: raw, "):
+        step.choose_contenders(step.STEP_CASES, ["lth[fast]"])
+    with pytest.raises(ValueError, match="step case conv4 times none of.*valid choices for it: raw, lightning, lth"):
+        step.choose_contenders({"conv4": step.STEP_CASES["conv4"]}, ["lth[unfused]"])
+    seen = {}
+    monkeypatch.setattr(harness, "step_suite", lambda cases, *a: seen.setdefault("cases", dict(cases)) and {})
+    monkeypatch.setattr(harness, "check_targets", lambda results: [])
+    harness.main(["--quick", "--only", "step", "--cases", "lenet_300_100", "--contenders", "lightning,lth",
+                  "--out", str(tmp_path / "b.json")])
+    assert {k: c.contenders for k, c in seen["cases"].items()} == {"lenet_300_100": ("lightning", "lth")}
 
 
 def _results(quick, lth_ratio, other=0.2, loaded=(), floor_ratio=1.04):
