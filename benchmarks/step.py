@@ -306,6 +306,26 @@ def set_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def restore(model: nn.Module, state: Mapping[str, Tensor]) -> None:
+    """Put `model` back to `state` in place (the same parameter tensors), so every repeat trains from the same weights.
+
+    A network trained on across repeats drifts: the LeNet case's raw loop, its logits at most 8 after one repeat, had
+    logits of 167 after 45 and 519 of 6,000 softmax probabilities denormal; each contender (dense or masked) would
+    time different work at each repeat, and the pairs of a paired ratio would differ in more than the contender."""
+    model.load_state_dict(state)
+
+
+def from_start(model: nn.Module, fn: Timed) -> Timed:
+    """`fn`, with `model` restored to its present weights and buffers before every call (see `restore`)."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def run() -> Mapping[str, float] | None:
+        restore(model, state)
+        return fn()
+
+    return run
+
+
 def _time_raw(
     model: nn.Module, spec: dict, data: Any, case: StepCase, device: torch.device, deterministic: bool
 ) -> dict[str, float]:
@@ -385,10 +405,12 @@ def step_contenders(case: StepCase, device: torch.device, workdir: Path, determi
                 continue
             spec["fused"] = False  # the preset's fused kernel does not run on this device: all use the unfused one
         if c.kind == "raw":
-            fns[name] = functools.partial(_time_raw, fresh_model(), spec, data, case, device, deterministic)
+            model = fresh_model()
+            fns[name] = from_start(model, functools.partial(_time_raw, model, spec, data, case, device, deterministic))
         elif c.kind == "lightning":
-            fns[name] = functools.partial(_time_lightning, fresh_model(), spec, data, case, device, workdir / name,
-                                          deterministic)
+            model = fresh_model()
+            fns[name] = from_start(model, functools.partial(_time_lightning, model, spec, data, case, device,
+                                                            workdir / name, deterministic))
         else:
             overrides = {"trainer": {"deterministic": deterministic}}
             overrides = {g: {**overrides.get(g, {}), **f} for g, f in {**overrides, **c.overrides}.items()}
@@ -402,7 +424,7 @@ def step_contenders(case: StepCase, device: torch.device, workdir: Path, determi
                 lineage.distiller.teacher = Teacher([fresh_model()], ["bench"])
             masks = _density_masks(lineage.manager, DENSITY)
             lineage.manager.set_masks(masks)
-            fns[name] = functools.partial(_time_lth, lineage, clock, masks, case)
+            fns[name] = from_start(lineage.model, functools.partial(_time_lth, lineage, clock, masks, case))
     return fns
 
 

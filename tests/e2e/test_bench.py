@@ -95,6 +95,22 @@ def test_contenders_take_turns_forward_then_backward():
     assert {k: len(v["total"]) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
 
 
+def test_every_repeat_trains_from_the_same_weights():
+    model = torch.nn.Linear(3, 2)
+    weight, seen = model.weight, []
+
+    def train():  # a contender's run: it moves the weights
+        seen.append(model.weight.detach().clone())
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        return {"step": 1.0}
+
+    run = step.from_start(model, train)
+    assert run() == {"step": 1.0} and run() == {"step": 1.0}
+    assert torch.equal(seen[0], seen[1]) and model.weight is weight  # restored in place: optimizers keep their tensors
+    assert torch.equal(model.weight, seen[0] + 1.0)
+
+
 def test_median_interval_is_the_binomial_order_statistic_interval():
     xs = [float(i) for i in range(1, 42)]  # n = 41: x_(14) and x_(28) cover the median with 95.6% (x_(15): 94.1%)
     assert common.median_interval(xs[::-1]) == (14.0, 28.0)
