@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import inspect
 import logging
 import math
 import os
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.profilers import PassThroughProfiler
 from torch import Tensor, nn
 from torchmetrics import Metric
 
@@ -103,6 +105,11 @@ class TicketModule(pl.LightningModule):
         for name in NO_OP_MODULE_HOOKS:  # not overridden: Lightning skips a non-callable hook (~5 µs a call, per step)
             if getattr(type(self), name) is getattr(pl.LightningModule, name):
                 self.__dict__[name] = None
+        step_fn = type(self).training_step
+        if inspect.isfunction(step_fn) and "__signature__" not in vars(step_fn):
+            # Lightning inspects training_step's signature at every step (does it take batch_idx?): ~21 µs a step
+            # for inspect to rebuild it, ~8 µs from this cached copy of the same signature
+            step_fn.__signature__ = inspect.signature(step_fn)
         self._step_loss: Tensor | None = None  # this step's training loss, when the logger writes it
         self.last_train_loss: Tensor | None = None  # the last training loss written (the progress display shows it)
 
@@ -724,6 +731,16 @@ def lean(callbacks: Iterable[pl.Callback]) -> list[pl.Callback]:
     return out
 
 
+class LeanProfiler(PassThroughProfiler):
+    """Lightning's default profiler (it records nothing) without a generator context per call: Lightning enters
+    `profile()` ~30 times a training step, ~1.9 µs each through the base class's @contextmanager, 0.3 µs here."""
+
+    _nothing = contextlib.nullcontext()
+
+    def profile(self, action_name: str) -> contextlib.nullcontext:  # type: ignore[override]
+        return self._nothing
+
+
 def build_trainer(t: Any, max_steps: int, callbacks: list[pl.Callback], loggers: list[Any], root_dir: str | Path,
                   single_process: bool = False) -> pl.Trainer:
     """A Trainer for one round from `trainer.*` settings `t`; `single_process`: evaluation in this process only."""
@@ -750,5 +767,6 @@ def build_trainer(t: Any, max_steps: int, callbacks: list[pl.Callback], loggers:
         gradient_clip_val=t.gradient_clip_val,
         accumulate_grad_batches=t.accumulate_grad_batches,
         deterministic=t.deterministic,
+        profiler=LeanProfiler(),
         default_root_dir=str(root_dir),
     )

@@ -494,3 +494,40 @@ def test_no_op_module_hooks_are_skipped_unless_a_subclass_overrides_them(tmp_pat
     assert counting.on_before_backward is None and callable(counting.on_after_backward)
     trainer([MaskingCallback(mm)], tmp_path, max_steps=3).fit(counting, batches(3))
     assert Counting.calls == 3
+
+
+def test_lean_profiler_enters_one_shared_empty_context_and_lth_trainers_use_it(tmp_path):
+    from types import SimpleNamespace
+
+    from lth.lit import LeanProfiler, build_trainer
+
+    profiler = LeanProfiler()
+    first, second = profiler.profile("training_step"), profiler.profile("optimizer_step")
+    assert first is second
+    with first as entered:
+        assert entered is None
+    t = SimpleNamespace(eval_every=2, log_every_n_steps=1, accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
+                        precision="32-true", gradient_clip_val=None, accumulate_grad_batches=1, deterministic=True)
+    trainer = build_trainer(t, 3, [], [], tmp_path)
+    assert type(trainer.profiler) is LeanProfiler
+    model, _ = make()
+    module = TicketModule(model, OPTIMIZERS["adam"], num_classes=3)
+    trainer.fit(module, batches(3), batches(2))
+    assert trainer.global_step == 3 and [h["step"] for h in module.history] == [2]  # (the runner evaluates step 3)
+
+
+def test_training_step_signature_is_cached_and_unchanged():
+    import inspect
+
+    from pytorch_lightning.utilities.signature_utils import is_param_in_hook_signature
+
+    class Own(TicketModule):
+        def training_step(self, batch, batch_idx, extra=None):
+            return super().training_step(batch, batch_idx)
+
+    fresh = inspect.signature(Own.training_step)
+    module = Own(nn.Linear(2, 2), lambda p: torch.optim.SGD(p, lr=0.1), num_classes=2)
+    assert vars(Own.training_step)["__signature__"] == fresh  # a subclass's own method gets its own copy
+    assert list(inspect.signature(module.training_step).parameters) == ["batch", "batch_idx", "extra"]
+    assert is_param_in_hook_signature(module.training_step, "batch_idx", min_args=2)
+    assert "__signature__" in vars(TicketModule.training_step)
