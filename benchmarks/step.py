@@ -306,21 +306,17 @@ def set_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def restore(model: nn.Module, state: Mapping[str, Tensor]) -> None:
-    """Put `model` back to `state` in place (the same parameter tensors), so every repeat trains from the same weights.
+def from_start(model: nn.Module, fn: Timed) -> Timed:
+    """`fn`, with `model` put back in place (the same parameter tensors) to its present weights and buffers before every
+    call, so every repeat trains from the same weights.
 
     A network trained on across repeats drifts: the LeNet case's raw loop, its logits at most 8 after one repeat, had
     logits of 167 after 45 and 519 of 6,000 softmax probabilities denormal; each contender (dense or masked) would
     time different work at each repeat, and the pairs of a paired ratio would differ in more than the contender."""
-    model.load_state_dict(state)
-
-
-def from_start(model: nn.Module, fn: Timed) -> Timed:
-    """`fn`, with `model` restored to its present weights and buffers before every call (see `restore`)."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def run() -> Mapping[str, float] | None:
-        restore(model, state)
+        model.load_state_dict(state)
         return fn()
 
     return run

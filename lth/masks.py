@@ -18,6 +18,10 @@ Masks = dict[str, Tensor]
 
 PRUNABLE_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 MASK0_ACTIONS = choices(Mask0)  # the schema's enum is the one list
+# On CPU, masks multiply as float copies in the weights' dtype only while those copies take at most this much memory
+# (~1M float32 weights): where a step is small enough for the masking to show (LeNet: 1 MB of copies); larger models
+# use uint8 views of the masks, which cost no memory (4 bytes a weight would be 4× the masks themselves).
+FLOAT_FACTORS_MAX_BYTES = 4 * 2**20
 MASK_FORMAT = "lth.mask"
 MASK_VERSION = 1
 
@@ -121,16 +125,17 @@ class MaskManager:
     def mask_factors(self) -> list[Tensor]:
         """The masks as 0/1 multiplication factors, cached while the masks stay the same tensors, unedited.
 
-        On CPU the factors are copies in the weights' dtype: float × float runs torch's vectorised kernel, ~2× faster
-        than float × uint8 and ~10× faster than float × bool (a per-element casting loop). On accelerators, where all
-        three are vectorised, they are uint8 views of the bool masks (no memory). An in-place edit of a mask bumps its
-        version counter and rebuilds the factors.
+        On CPU the factors are copies in the weights' dtype while they take at most FLOAT_FACTORS_MAX_BYTES: float ×
+        float runs torch's vectorised kernel, ~2× faster than float × uint8 and ~7× faster than float × bool (a
+        per-element casting loop). Otherwise, and on accelerators, where all three are vectorised, they are uint8 views
+        of the bool masks (no memory). An in-place edit of a mask bumps its version counter and rebuilds the factors.
         """
         masks = self._mask_list()
         key = [(m, m._version) for m in masks]
         cached, factors = self._factors
         if len(cached) != len(key) or any(a is not b or va != vb for (a, va), (b, vb) in zip(cached, key)):
-            factors = [m.to(p.dtype) if m.device.type == "cpu" and p.is_floating_point() else
+            copy = sum(m.numel() * p.element_size() for m, p in zip(masks, self.params)) <= FLOAT_FACTORS_MAX_BYTES
+            factors = [m.to(p.dtype) if copy and m.device.type == "cpu" and p.is_floating_point() else
                        m.view(torch.uint8) if m.dtype == torch.bool else m for m, p in zip(masks, self.params)]
             self._factors = (key, factors)
         return factors

@@ -85,3 +85,28 @@ def test_mask_factors_are_cached_in_the_weights_dtype_and_follow_an_in_place_edi
         p.grad = torch.ones_like(p)
     manager.mask_grads()
     assert all(torch.equal(p.grad, manager.masks[n].float()) for p, n in zip(manager.params, manager.names))
+
+
+def test_mask_factors_are_uint8_views_beyond_the_float_copy_budget(monkeypatch) -> None:
+    import lth.masks
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))  # 18 float32 weights: 72 bytes of copies
+    manager = MaskManager(model)
+    manager.set_masks({n: torch.rand(m.shape) < 0.5 for n, m in manager.masks.items()})
+    monkeypatch.setattr(lth.masks, "FLOAT_FACTORS_MAX_BYTES", 72)
+    manager._factors = ([], [])
+    assert [f.dtype for f in manager.mask_factors()] == [torch.float32, torch.float32]  # at the budget: copies
+    monkeypatch.setattr(lth.masks, "FLOAT_FACTORS_MAX_BYTES", 71)
+    manager._factors = ([], [])
+    views = manager.mask_factors()
+    assert [f.dtype for f in views] == [torch.uint8, torch.uint8]
+    assert all(f.data_ptr() == manager.masks[n].data_ptr() for f, n in zip(views, manager.names))  # no memory
+    before = {n: p.detach().clone() for n, p in zip(manager.names, manager.params)}
+    for p in manager.params:
+        p.grad = torch.full_like(p, 2.5)
+    manager.mask_grads()
+    manager.apply()
+    for n, p in zip(manager.names, manager.params):
+        assert torch.equal(p.grad, 2.5 * manager.masks[n].float())
+        assert torch.equal(p.detach(), before[n] * manager.masks[n])
