@@ -220,8 +220,9 @@ def test_step_overhead_guard():
 def test_every_step_contender_runs_under_the_same_determinism_flag(tmp_path, deterministic):
     case = step.QUICK_STEP_CASES["lenet_300_100"]
     fns = step.step_contenders(case, torch.device("cpu"), tmp_path, deterministic)
-    assert fns["raw"].args[-1] is deterministic and fns["lightning"].args[-1] is deterministic
-    assert fns["lth"].args[0].cfg.trainer.deterministic is deterministic
+    timed = {n: f.__wrapped__ for n, f in fns.items()}  # each run from the same weights (`step.from_start`)
+    assert timed["raw"].args[-1] is deterministic and timed["lightning"].args[-1] is deterministic
+    assert timed["lth"].args[0].cfg.trainer.deterministic is deterministic
 
 
 def test_full_cases_time_enough_steps_and_each_device_has_its_own_file():
@@ -240,7 +241,7 @@ def test_lth_and_the_lightning_floor_both_show_the_progress_display(tmp_path, mo
     monkeypatch.setattr(step, "progress", lambda: made.append(real()) or made[-1])
     case = step.QUICK_STEP_CASES["lenet_300_100"]
     fns = step.step_contenders(case, torch.device("cpu"), tmp_path)
-    assert made and made[-1] in fns["lth"].args[0].extra_callbacks  # the lineage's round carries it, as a run does
+    assert made and made[-1] in fns["lth"].__wrapped__.args[0].extra_callbacks  # the lineage's round carries it, as a run does
     fns["lightning"]()
     assert len(made) == 2 and all(isinstance(p, ProgressCallback) and p.bar for p in made)
     assert made[1]._start[0] > 0  # the floor's Trainer ran it: its training start was noted
